@@ -1,0 +1,44 @@
+"""lightning-saliency: watch what your image classifier looks at while it trains.
+
+Add :class:`SaliencyMonitor` to ``Trainer(callbacks=[...])``; every validation epoch it logs saliency-map grids
+and timings of a fixed probe batch to TensorBoard, without changing training.
+"""
+
+from lightning_saliency._runtime import Precision, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency.layers import find_target_layer, resolve_target_layer
+from lightning_saliency.methods import (
+    METHODS,
+    GradCAM,
+    GradCAMPlusPlus,
+    Gradient,
+    GradientXInput,
+    SaliencyMethod,
+    SmoothGrad,
+    available_methods,
+    compute_saliency,
+    get_method,
+    register_method,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "Gradient",
+    "GradientXInput",
+    "Precision",
+    "SaliencyMethod",
+    "SmoothGrad",
+    "__version__",
+    "available_methods",
+    "compute_saliency",
+    "eval_mode",
+    "find_target_layer",
+    "get_method",
+    "gradients_enabled",
+    "preserved_rng",
+    "register_method",
+    "resolve_target_layer",
+]

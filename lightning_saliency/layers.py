@@ -1,0 +1,163 @@
+"""Finding the target layer of a CAM method, and capturing its activations with hooks that never stay.
+
+``"auto"`` runs one dry forward on a single probe image and picks the last module (in the order modules
+finish) whose output is a 4-D feature map ``[B, K, h, w]`` larger than 1x1, skipping adaptive (global)
+pooling. On torchvision classifiers that is the end of the convolutional trunk: ``layer4`` on ResNets,
+``features`` on VGG, MobileNet, EfficientNet, DenseNet and ConvNeXt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_saliency._runtime import FP32, Precision
+
+__all__ = ["LayerSpec", "capture_outputs", "find_target_layer", "resolve_target_layer", "spatial_layers"]
+
+LayerSpec = str | nn.Module
+"""``"auto"``, a dotted module name such as ``"layer4"`` or ``"features.7"``, or the module itself."""
+
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32) -> list[tuple[str, tuple[int, ...]]]:
+    """Named submodules with a 4-D output, in the order they finish during one forward of ``inputs[:1]``.
+
+    Returns:
+        ``[(name, output_shape), ...]``; a module that runs more than once appears once, at its last run.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> spatial_layers(net, torch.zeros(1, 3, 8, 8))
+        [('0', (1, 4, 6, 6)), ('1', (1, 4, 6, 6)), ('2', (1, 4, 1, 1))]
+    """
+    order: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            if isinstance(output, Tensor) and output.ndim == 4:
+                order.pop(name, None)
+                order[name] = tuple(output.shape)
+
+        return hook
+
+    named = [(name, module) for name, module in model.named_modules() if name]
+    handles = [module.register_forward_hook(record(name)) for name, module in named]
+    try:
+        with torch.no_grad(), precision.forward_context():
+            model(precision.convert_input(inputs[:1]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(order.items())
+
+
+def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = FP32) -> str:
+    """The name of the layer ``"auto"`` picks: the last feature map larger than 1x1 before global pooling.
+
+    Raises:
+        ValueError: If the model has no module with a 4-D output (CAM methods need one).
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> find_target_layer(resnet18(), torch.zeros(1, 3, 64, 64))
+        'layer4'
+    """
+    candidates = [(n, s) for n, s in spatial_layers(model, inputs, precision) if not _is_global_pool(model, n)]
+    if not candidates:
+        raise ValueError(
+            f"target_layer='auto' found no module of {type(model).__name__} with a 4-D [B, K, h, w] output for an "
+            f"input of shape {tuple(inputs.shape[1:])}. CAM methods (gradcam, gradcam++, ...) need a spatial "
+            "feature map; use the 'gradient' family of methods for this model, or name a layer."
+        )
+    larger = [(n, s) for n, s in candidates if s[-1] * s[-2] > 1]
+    return (larger or candidates)[-1][0]
+
+
+def resolve_target_layer(
+    model: nn.Module, layer: LayerSpec, inputs: Tensor, precision: Precision = FP32
+) -> tuple[str, nn.Module]:
+    """Turn ``"auto"``, a dotted name or a module into ``(name, module)``.
+
+    Raises:
+        ValueError: If a name does not exist in ``model`` (the message lists the spatial candidates), or a
+            given module is not part of ``model``.
+        TypeError: If ``layer`` is neither a string nor a module.
+    """
+    if isinstance(layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer:
+                return name, module
+        raise ValueError(
+            f"target_layer={type(layer).__name__} module is not a submodule of {type(model).__name__}. Pass a "
+            "module taken from the model being trained (e.g. `model.layer4`) or its dotted name."
+        )
+    if not isinstance(layer, str):
+        raise TypeError(f"target_layer must be 'auto', a dotted module name or an nn.Module, got {layer!r}.")
+    if layer == "auto":
+        name = find_target_layer(model, inputs, precision)
+        return name, model.get_submodule(name)
+    modules = dict(model.named_modules())
+    if layer in modules and layer:
+        return layer, modules[layer]
+    spatial = [n for n, s in spatial_layers(model, inputs, precision) if s[-1] * s[-2] > 1]
+    close = difflib.get_close_matches(layer, list(modules), n=5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"target_layer={layer!r} is not a module of {type(model).__name__}.{hint} Layers with a spatial output, "
+        f"first to last: {', '.join(spatial[-12:]) or 'none'}."
+    )
+
+
+def _is_global_pool(model: nn.Module, name: str) -> bool:
+    return isinstance(model.get_submodule(name), _GLOBAL_POOLS)
+
+
+@contextlib.contextmanager
+def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[list[Tensor | None]]:
+    """Record each module's output during the forwards run inside; hooks are removed on exit, also on error.
+
+    The hook hands a clone downstream, so an in-place op after the layer (``ReLU(inplace=True)``) cannot change
+    the recorded activation nor its gradient. Yields a list aligned with ``modules``, filled as they run.
+
+    Raises:
+        RuntimeError: If a module runs more than once in one forward (its activation would be ambiguous).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(inplace=True))
+        >>> with capture_outputs([net[0]]) as outs:
+        ...     _ = net(torch.ones(1, 2))
+        >>> outs[0].shape, len(net[0]._forward_hooks)
+        (torch.Size([1, 2]), 0)
+    """
+    outputs: list[Tensor | None] = [None] * len(modules)
+
+    def make_hook(index: int) -> Any:
+        def hook(module: nn.Module, _args: Any, output: Any) -> Any:
+            if not isinstance(output, Tensor):
+                raise TypeError(
+                    f"Target layer {type(module).__name__} returned {type(output).__name__}; CAM methods need a "
+                    "layer whose output is a Tensor [B, K, h, w]."
+                )
+            if outputs[index] is not None:
+                raise RuntimeError(
+                    f"Target layer {type(module).__name__} ran more than once in one forward, so its activation is "
+                    "ambiguous. Choose a layer that runs once per forward."
+                )
+            outputs[index] = output
+            return output.clone()
+
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(i)) for i, module in enumerate(modules)]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,36 @@
+"""Saliency methods, each behind the :class:`SaliencyMethod` protocol and registered by name.
+
+``inputs [B, C, H, W]`` and ``targets [B]`` -> ``maps [B, 1, H, W]`` float32 in [0, 1], detached.
+"""
+
+from lightning_saliency.methods.base import (
+    CAMMethod,
+    GradientMethod,
+    GradientPass,
+    Run,
+    SaliencyMethod,
+    compute_saliency,
+    normalize_maps,
+)
+from lightning_saliency.methods.gradcam import GradCAM, GradCAMPlusPlus
+from lightning_saliency.methods.gradient import Gradient, GradientXInput, SmoothGrad
+from lightning_saliency.methods.registry import METHODS, available_methods, get_method, register_method
+
+__all__ = [
+    "METHODS",
+    "CAMMethod",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "Gradient",
+    "GradientMethod",
+    "GradientPass",
+    "GradientXInput",
+    "Run",
+    "SaliencyMethod",
+    "SmoothGrad",
+    "available_methods",
+    "compute_saliency",
+    "get_method",
+    "normalize_maps",
+    "register_method",
+]

@@ -1,0 +1,331 @@
+"""The method protocol, the shared gradient pass and the engine that runs several methods at once.
+
+Every method maps ``inputs [B, C, H, W]`` and ``targets [B]`` to ``maps [B, 1, H, W]`` (float32, detached,
+each map min-max normalised to [0, 1], never NaN). Methods only produce a *raw* map at any resolution; the
+engine (:func:`compute_saliency`) does what is common to all of them:
+
+* runs them on a model put in eval mode (each submodule's mode restored after), with training's RNG
+  streams forked, with autograd on even under Lightning's ``torch.inference_mode``;
+* lets every :class:`GradientMethod` share ONE forward and ONE ``torch.autograd.grad`` call w.r.t.
+  ``[input, layer activations...]`` (``gradient``, ``gradient_x_input``, ``gradcam``, ``gradcam++``);
+* casts to float32, upsamples to the input size and normalises each map.
+
+``torch.autograd.grad`` never writes parameter ``.grad``; nothing here calls ``.backward()``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_saliency._runtime import FP32, OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency._runtime import to_logits as _to_logits
+from lightning_saliency.layers import LayerSpec, capture_outputs, resolve_target_layer
+
+__all__ = [
+    "CAMMethod",
+    "GradientMethod",
+    "GradientPass",
+    "Run",
+    "SaliencyMethod",
+    "compute_saliency",
+    "normalize_maps",
+]
+
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a method needs to know about how to run the model: precision and how to read its output."""
+
+    precision: Precision = FP32
+    output_adapter: OutputAdapter | None = None
+
+    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """``model(inputs)`` under the forward context, as logits ``[B, num_classes]``."""
+        with self.precision.forward_context():
+            output = model(self.precision.convert_input(inputs))
+        return _to_logits(output, inputs.shape[0], self.output_adapter)
+
+
+class SaliencyMethod(ABC):
+    """A saliency method: ``method(model, inputs, targets) -> maps``.
+
+    Subclasses set ``name`` (the registry key) and implement :meth:`compute`, returning a raw map
+    ``[B, 1, h, w]`` (any float dtype, any resolution); the engine normalises it.
+
+    Args:
+        name: Label used in logs and result dicts; defaults to the class's registry name. Give two
+            instances of the same method different names (e.g. Grad-CAM on two layers).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, name: str | None = None) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string, got {name!r}.")
+        self.label: str = name or type(self).name
+
+    def __call__(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Tensor,
+        *,
+        precision: Precision | None = None,
+        output_adapter: OutputAdapter | None = None,
+    ) -> Tensor:
+        """Maps ``[B, 1, H, W]`` in [0, 1] for ``inputs [B, C, H, W]`` and class ``targets [B]``."""
+        return compute_saliency(model, inputs, targets, [self], precision=precision, output_adapter=output_adapter)[0]
+
+    @abstractmethod
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+        """Raw map ``[B, 1, h, w]``. Called in eval mode with autograd available; ``inputs`` is a normal tensor."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.label!r})"
+
+
+@dataclass
+class GradientPass:
+    """One forward and one ``autograd.grad`` call, shared by every gradient-family method.
+
+    Attributes:
+        inputs: ``[B, C, H, W]`` the inputs the gradients are taken at.
+        logits: ``[B, N]`` float32, detached.
+        input_grads: ``[B, C, H, W]`` float32 d(logit of target)/d(input), or ``None`` if no method asked.
+        activations: layer -> ``[B, K, h, w]`` float32 activations, detached.
+        layer_grads: layer -> ``[B, K, h, w]`` float32 d(logit of target)/d(activation).
+    """
+
+    inputs: Tensor
+    logits: Tensor
+    input_grads: Tensor | None
+    activations: dict[nn.Module, Tensor]
+    layer_grads: dict[nn.Module, Tensor]
+
+
+def run_gradient_pass(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    layers: Sequence[nn.Module],
+    run: Run,
+    *,
+    input_grads: bool,
+) -> GradientPass:
+    """Forward once with hooks on ``layers``, then one ``autograd.grad`` of the target logits w.r.t. all of them.
+
+    The score differentiated is the pre-softmax logit of each image's target (Simonyan et al. 2014), summed over
+    the batch: in eval mode images do not interact, so each image's gradient is its own.
+    """
+    x = inputs.detach().clone().requires_grad_(True)
+    with capture_outputs(layers) as captured:
+        logits = run.logits(model, x)
+    check_targets(targets, logits)
+    score = logits.float().gather(1, targets[:, None]).sum()
+    acts: list[Tensor] = []
+    for layer, act in zip(layers, captured, strict=True):
+        if act is None or not act.requires_grad:
+            raise RuntimeError(
+                f"Target layer {type(layer).__name__} did not run in the forward with gradients"
+                f"{'' if act is None else ' (its output does not require grad)'}; choose a layer on the path from "
+                "the input to the logits."
+            )
+        acts.append(act)
+    wrt = ([x] if input_grads else []) + acts
+    grads = torch.autograd.grad(score, wrt, allow_unused=True)
+    grads = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads, strict=True))
+    layer_grads = grads[1:] if input_grads else grads
+    return GradientPass(
+        inputs=inputs,
+        logits=logits.detach().float(),
+        input_grads=grads[0].float() if input_grads else None,
+        activations={layer: a.detach().float() for layer, a in zip(layers, acts, strict=True)},
+        layer_grads={layer: g.float() for layer, g in zip(layers, layer_grads, strict=True)},
+    )
+
+
+def check_targets(targets: Tensor, logits: Tensor) -> None:
+    """Raise a clear error unless every target indexes a class of ``logits [B, N]``."""
+    n = logits.shape[1]
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n):
+        bad = targets[(targets < 0) | (targets >= n)].tolist()
+        raise ValueError(f"targets must be class indices in [0, {n - 1}] for a model with {n} outputs, got {bad}.")
+
+
+class _LayerCache:
+    """Remembers which module a layer spec resolved to, per model and input shape (``"auto"`` costs a forward)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        self.spec = spec
+        self._cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], str, nn.Module]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, model: nn.Module, inputs: Tensor, run: Run) -> tuple[str, nn.Module]:
+        shape = tuple(inputs.shape[1:])
+        hit = self._cache.get(model)
+        if hit is not None and hit[0] == shape:
+            return hit[1], hit[2]
+        name, module = resolve_target_layer(model, self.spec, inputs, run.precision)
+        self._cache[model] = (shape, name, module)
+        return name, module
+
+
+class GradientMethod(SaliencyMethod):
+    """A method computed from the shared :class:`GradientPass`.
+
+    Subclasses set ``uses_input_grad`` and/or ``uses_layer`` and implement :meth:`from_pass`.
+    """
+
+    uses_input_grad: ClassVar[bool] = False
+    uses_layer: ClassVar[bool] = False
+
+    def __init__(self, *, target_layer: LayerSpec = "auto", name: str | None = None) -> None:
+        super().__init__(name=name)
+        if not isinstance(target_layer, (str, nn.Module)):
+            raise TypeError(f"target_layer must be 'auto', a dotted module name or an nn.Module, got {target_layer!r}.")
+        self.target_layer = target_layer
+        self._layers = _LayerCache(target_layer)
+
+    def layer(self, model: nn.Module, inputs: Tensor, run: Run) -> nn.Module | None:
+        """The module whose activation this method reads (``None`` if it reads none)."""
+        return self._layers.get(model, inputs, run)[1] if self.uses_layer else None
+
+    def layer_name(self, model: nn.Module, inputs: Tensor, run: Run = Run()) -> str | None:  # noqa: B008
+        """The dotted name of :meth:`layer` (handy to check what ``"auto"`` chose)."""
+        return self._layers.get(model, inputs, run)[0] if self.uses_layer else None
+
+    @abstractmethod
+    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+        """Raw map ``[B, 1, h, w]`` from the shared pass."""
+
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+        """Run a pass for this method alone (the engine shares one pass between several)."""
+        layer = self.layer(model, inputs, run)
+        layers = [layer] if layer is not None else []
+        p = run_gradient_pass(model, inputs, targets, layers, run, input_grads=self.uses_input_grad)
+        return self.from_pass(p, layer)
+
+
+class CAMMethod(GradientMethod):
+    """Class activation maps: ``ReLU(sum_k w_k A_k)`` on a target layer; subclasses give the weights ``w``."""
+
+    uses_layer = True
+
+    @abstractmethod
+    def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
+        """Weights ``[B, K]`` from activations and gradients ``[B, K, h, w]`` (float32)."""
+
+    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+        """``ReLU(sum_k w_k A_k)``, ``[B, 1, h, w]``."""
+        assert layer is not None
+        acts, grads = p.activations[layer], p.layer_grads[layer]
+        _check_feature_map(acts, layer)
+        weights = self.channel_weights(acts, grads)  # [B,K]
+        return F.relu((weights[:, :, None, None] * acts).sum(1, keepdim=True))  # [B,1,h,w]
+
+
+def _check_feature_map(acts: Tensor, layer: nn.Module) -> None:
+    if acts.ndim != 4:
+        raise ValueError(
+            f"Target layer {type(layer).__name__} outputs shape {tuple(acts.shape)}; CAM methods need a 4-D feature "
+            "map [B, K, h, w]. Pick a convolutional layer (the error of target_layer='auto' lists candidates)."
+        )
+
+
+def normalize_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
+    """Float32, NaN-free, bilinearly resized to ``size`` and min-max normalised per map to [0, 1].
+
+    A constant map (no evidence) becomes all zeros rather than NaN.
+
+    Example:
+        >>> normalize_maps(torch.tensor([[[[1.0, 3.0]]]]), (1, 4))
+        tensor([[[[0.0000, 0.2500, 0.7500, 1.0000]]]])
+    """
+    maps = torch.nan_to_num(raw.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)  # [B,1,H,W]
+    flat = maps.flatten(1)
+    lo, hi = flat.min(1).values, flat.max(1).values  # [B]
+    span = (hi - lo)[:, None, None, None]
+    return torch.where(span > _EPS, (maps - lo[:, None, None, None]) / span.clamp_min(_EPS), torch.zeros_like(maps))
+
+
+def check_inputs(inputs: Tensor, targets: Tensor) -> None:
+    """Raise a clear error unless ``inputs`` is float ``[B, C, H, W]`` and ``targets`` integer ``[B]``."""
+    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
+        got = f"{type(inputs).__name__} of shape {tuple(inputs.shape)} and dtype {inputs.dtype}" if isinstance(
+            inputs, Tensor
+        ) else type(inputs).__name__
+        raise ValueError(f"inputs must be a floating-point Tensor [B, C, H, W], got {got}.")
+    if not isinstance(targets, Tensor) or targets.shape != inputs.shape[:1] or targets.is_floating_point():
+        got = f"shape {tuple(targets.shape)}, dtype {targets.dtype}" if isinstance(targets, Tensor) else repr(targets)
+        raise ValueError(f"targets must be an integer Tensor [B={inputs.shape[0]}] of class indices, got {got}.")
+    if targets.device != inputs.device:
+        raise ValueError(f"targets are on {targets.device} but inputs on {inputs.device}; put both on one device.")
+
+
+def compute_saliency(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    methods: Sequence[SaliencyMethod],
+    *,
+    precision: Precision | None = None,
+    output_adapter: OutputAdapter | None = None,
+) -> list[Tensor]:
+    """Run several methods on one batch, sharing one gradient pass between all gradient-family methods.
+
+    Args:
+        model: The classifier; left exactly as found (modes, parameters, ``.grad``, buffers, RNG).
+        inputs: ``[B, C, H, W]`` float.
+        targets: ``[B]`` class indices, on the inputs' device.
+        methods: Method instances.
+        precision: Forward context and input cast (default plain fp32).
+        output_adapter: Turns the model output into logits, if it is not a tensor/tuple/dict/``.logits``.
+
+    Returns:
+        One ``[B, 1, H, W]`` float32 map per method, in [0, 1], detached.
+
+    Example:
+        >>> from lightning_saliency.methods import GradCAM, Gradient
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> maps = compute_saliency(net, torch.rand(2, 3, 8, 8), torch.tensor([0, 3]), [Gradient(), GradCAM()])
+        >>> [tuple(m.shape) for m in maps]
+        [(2, 1, 8, 8), (2, 1, 8, 8)]
+    """
+    check_inputs(inputs, targets)
+    run = Run(precision or FP32, output_adapter)
+    size = (inputs.shape[-2], inputs.shape[-1])
+    raw: list[Tensor | None] = [None] * len(methods)
+    with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
+        inputs = inputs.detach().clone()  # a normal tensor, even if handed an inference-mode tensor
+        targets = targets.detach().clone().long()
+        shared = [(i, m) for i, m in enumerate(methods) if isinstance(m, GradientMethod) and _shares_pass(m)]
+        if shared:
+            method_layers = [m.layer(model, inputs, run) for _, m in shared]
+            layers = list({id(layer): layer for layer in method_layers if layer is not None}.values())
+            need_input = any(m.uses_input_grad for _, m in shared)
+            p = run_gradient_pass(model, inputs, targets, layers, run, input_grads=need_input)
+            for (i, m), layer in zip(shared, method_layers, strict=True):
+                raw[i] = m.from_pass(p, layer)
+            del p
+        for i, m in enumerate(methods):
+            if raw[i] is None:
+                raw[i] = m.compute(model, inputs, targets, run)
+    return [normalize_maps(r, size) for r in raw if r is not None]
+
+
+def _shares_pass(method: GradientMethod) -> bool:
+    # A subclass that overrides `compute` (e.g. SmoothGrad's noisy passes) runs on its own.
+    return type(method).compute is GradientMethod.compute

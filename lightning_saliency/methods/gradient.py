@@ -1,0 +1,111 @@
+"""Gradient saliency (Simonyan et al. 2014), gradient x input, and SmoothGrad (Smilkov et al. 2017)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, run_gradient_pass
+from lightning_saliency.methods.registry import register_method
+
+__all__ = ["Gradient", "GradientXInput", "SmoothGrad"]
+
+
+def _abs_max_over_channels(grads: Tensor) -> Tensor:
+    return grads.abs().amax(1, keepdim=True)  # [B,C,H,W] -> [B,1,H,W]
+
+
+@register_method("gradient")
+class Gradient(GradientMethod):
+    """Vanilla gradient saliency: ``M = max_c |d S_t / d x_c|`` with ``S_t`` the pre-softmax logit of the target.
+
+    Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks", 2014, section 3.1. Equals captum's
+    ``Saliency(abs=True)`` followed by a max over colour channels.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+        >>> Gradient()(net, torch.rand(2, 3, 2, 2), torch.tensor([0, 2])).shape
+        torch.Size([2, 1, 2, 2])
+    """
+
+    uses_input_grad = True
+
+    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+        """``max_c |grad|``, ``[B, 1, H, W]``."""
+        assert p.input_grads is not None
+        return _abs_max_over_channels(p.input_grads)
+
+
+@register_method("gradient_x_input")
+class GradientXInput(GradientMethod):
+    """Gradient x input (Shrikumar et al. 2016): ``M = |sum_c x_c * d S_t / d x_c|``.
+
+    The per-channel attributions are those of captum's ``InputXGradient``; their sum over channels is the
+    pixel's contribution to the linearised logit, and its magnitude is shown.
+    """
+
+    uses_input_grad = True
+
+    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+        """``|sum_c x * grad|``, ``[B, 1, H, W]``."""
+        assert p.input_grads is not None
+        return (p.inputs.float() * p.input_grads).sum(1, keepdim=True).abs()
+
+
+@register_method("smoothgrad")
+class SmoothGrad(GradientMethod):
+    """SmoothGrad (Smilkov et al. 2017): vanilla gradient saliency averaged over noisy copies of the input.
+
+    ``M = 1/n sum_i max_c |d S_t / d x_c (x + eps_i)|`` with ``eps_i ~ N(0, sigma^2)`` and
+    ``sigma = noise_level * (max(x) - min(x))`` per image. The noise comes from a private generator seeded with
+    ``seed`` on the CPU, so maps are the same on every call and device and training's RNG stream is untouched.
+
+    Args:
+        num_samples: Noisy copies per image (``n``); each costs a forward and a backward.
+        noise_level: Noise standard deviation as a fraction of each image's value range (paper: 0.1 - 0.2).
+        batch_size: Noisy images per pass, bounding memory to ``batch_size`` images' activations.
+        seed: Seed of the noise.
+    """
+
+    uses_input_grad = True
+
+    def __init__(
+        self,
+        num_samples: int = 16,
+        noise_level: float = 0.15,
+        batch_size: int = 64,
+        seed: int = 0,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}.")
+        if not isinstance(noise_level, (int, float)) or not 0 <= noise_level < 10:
+            raise ValueError(f"noise_level must be a float in [0, 10) (a fraction of the value range), got {noise_level!r}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        self.num_samples, self.noise_level, self.batch_size, self.seed = num_samples, float(noise_level), batch_size, seed
+
+    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+        """Unused: SmoothGrad runs its own noisy passes."""
+        raise NotImplementedError
+
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+        """Mean of ``max_c |grad|`` over ``num_samples`` noisy copies, ``[B, 1, H, W]``."""
+        b = inputs.shape[0]
+        generator = torch.Generator().manual_seed(self.seed)
+        span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).float().cpu()  # [B]
+        sigma = (self.noise_level * span)[:, None, None, None]  # [B,1,1,1]
+        noise = torch.randn((self.num_samples, *inputs.shape), generator=generator) * sigma  # [n,B,C,H,W]
+        noisy = (inputs.float().cpu()[None] + noise).flatten(0, 1).to(inputs.device, inputs.dtype)  # [n*B,C,H,W]
+        repeated = targets.repeat(self.num_samples)  # [n*B]
+        total = torch.zeros((b, 1, *inputs.shape[-2:]), device=inputs.device)
+        for start in range(0, noisy.shape[0], self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            p = run_gradient_pass(model, noisy[chunk], repeated[chunk], [], run, input_grads=True)
+            assert p.input_grads is not None
+            sal = _abs_max_over_channels(p.input_grads)  # [c,1,H,W]
+            owner = torch.arange(start, start + sal.shape[0], device=inputs.device) % b  # image index of each row
+            total.index_add_(0, owner, sal)
+        return total / self.num_samples
