@@ -5,6 +5,8 @@ and timings of a fixed probe batch to TensorBoard, without changing training.
 """
 
 from lightning_saliency._runtime import Precision, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency.callback import SaliencyMonitor
+from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import find_target_layer, resolve_target_layer
 from lightning_saliency.methods import (
     METHODS,
@@ -19,6 +21,7 @@ from lightning_saliency.methods import (
     get_method,
     register_method,
 )
+from lightning_saliency.probe import Probe
 
 __version__ = "0.1.0"
 
@@ -29,7 +32,10 @@ __all__ = [
     "Gradient",
     "GradientXInput",
     "Precision",
+    "Probe",
     "SaliencyMethod",
+    "SaliencyMonitor",
+    "SaliencyWarning",
     "SmoothGrad",
     "__version__",
     "available_methods",

@@ -1,9 +1,9 @@
 """Finding the target layer of a CAM method, and capturing its activations with hooks that never stay.
 
-``"auto"`` runs one dry forward on a single probe image and picks the last module (in the order modules
-finish) whose output is a 4-D feature map ``[B, K, h, w]`` larger than 1x1, skipping adaptive (global)
-pooling. On torchvision classifiers that is the end of the convolutional trunk: ``layer4`` on ResNets,
-``features`` on VGG, MobileNet, EfficientNet, DenseNet and ConvNeXt.
+``"auto"`` runs one dry forward (eval mode, no gradients) on a single probe image and picks the module that
+finishes last before the model's last adaptive (global) pooling module or, without one, the last module whose
+output is a 4-D feature map ``[B, K, h, w]`` larger than 1x1. On torchvision classifiers that is the end of the
+convolutional trunk: ``layer4`` on ResNets, ``features`` on VGG, MobileNet, EfficientNet, DenseNet and ConvNeXt.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_saliency._runtime import FP32, Precision
+from lightning_saliency._runtime import FP32, Precision, eval_mode, preserved_rng
 
 __all__ = ["LayerSpec", "capture_outputs", "find_target_layer", "resolve_target_layer", "spatial_layers"]
 
@@ -28,6 +28,8 @@ _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32) -> list[tuple[str, tuple[int, ...]]]:
     """Named submodules with a 4-D output, in the order they finish during one forward of ``inputs[:1]``.
+
+    The forward runs in eval mode without gradients; the model's modes, buffers and the RNG streams are left as found.
 
     Returns:
         ``[(name, output_shape), ...]``; a module that runs more than once appears once, at its last run.
@@ -50,7 +52,8 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
     named = [(name, module) for name, module in model.named_modules() if name]
     handles = [module.register_forward_hook(record(name)) for name, module in named]
     try:
-        with torch.no_grad(), precision.forward_context():
+        # Eval mode: a train-mode dry forward would update BatchNorm statistics (and fail on a 1x1 map with B=1).
+        with preserved_rng([inputs.device]), eval_mode(model), torch.no_grad(), precision.forward_context():
             model(precision.convert_input(inputs[:1]))
     finally:
         for handle in handles:
@@ -59,7 +62,11 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
 
 
 def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = FP32) -> str:
-    """The name of the layer ``"auto"`` picks: the last feature map larger than 1x1 before global pooling.
+    """The name of the layer ``"auto"`` picks: the end of the convolutional trunk.
+
+    That is the last module to finish before the model's last adaptive (global) pooling module; without one, the last
+    module with a 4-D output larger than 1x1 (or the last 4-D output if all are 1x1). On inputs so small that the trunk
+    ends at 1x1 the map carries no spatial information: use larger inputs or name an earlier layer.
 
     Raises:
         ValueError: If the model has no module with a 4-D output (CAM methods need one).
@@ -69,7 +76,16 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
         >>> find_target_layer(resnet18(), torch.zeros(1, 3, 64, 64))
         'layer4'
     """
-    candidates = [(n, s) for n, s in spatial_layers(model, inputs, precision) if not _is_global_pool(model, n)]
+    layers = spatial_layers(model, inputs, precision)
+    pools = [i for i, (n, _) in enumerate(layers) if _is_global_pool(model, n)]
+    candidates = [(n, s) for n, s in layers if not _is_global_pool(model, n)]
+    if pools:
+        # The classifier's global pooling is the last one to finish (squeeze-excitation pools finish earlier); what
+        # finished just before it is the end of the trunk, whatever its size. Shape-based guessing can pick a
+        # channels-last [B, h, w, C] tensor (ConvNeXt blocks) or a LayerNorm after the pooling on small inputs.
+        before = [(n, s) for n, s in layers[: pools[-1]] if not _is_global_pool(model, n)]
+        if before:
+            return before[-1][0]
     if not candidates:
         raise ValueError(
             f"target_layer='auto' found no module of {type(model).__name__} with a 4-D [B, K, h, w] output for an "

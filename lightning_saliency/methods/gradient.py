@@ -58,7 +58,8 @@ class SmoothGrad(GradientMethod):
 
     ``M = 1/n sum_i max_c |d S_t / d x_c (x + eps_i)|`` with ``eps_i ~ N(0, sigma^2)`` and
     ``sigma = noise_level * (max(x) - min(x))`` per image. The noise comes from a private generator seeded with
-    ``seed`` on the CPU, so maps are the same on every call and device and training's RNG stream is untouched.
+    ``seed`` on the CPU, so maps are the same on every call and device and training's RNG stream is untouched; the
+    same ``n`` noise patterns (scaled per image) are used for every image, so a map does not depend on the batch.
 
     Args:
         num_samples: Noisy copies per image (``n``); each costs a forward and a backward.
@@ -97,7 +98,9 @@ class SmoothGrad(GradientMethod):
         generator = torch.Generator().manual_seed(self.seed)
         span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).float().cpu()  # [B]
         sigma = (self.noise_level * span)[:, None, None, None]  # [B,1,1,1]
-        noise = torch.randn((self.num_samples, *inputs.shape), generator=generator) * sigma  # [n,B,C,H,W]
+        # One draw of n noise patterns, shared by every image (scaled by its own sigma): an image's map then does
+        # not depend on which other images are in the batch, nor on its position in it.
+        noise = torch.randn((self.num_samples, 1, *inputs.shape[1:]), generator=generator) * sigma  # [n,B,C,H,W]
         noisy = (inputs.float().cpu()[None] + noise).flatten(0, 1).to(inputs.device, inputs.dtype)  # [n*B,C,H,W]
         repeated = targets.repeat(self.num_samples)  # [n*B]
         total = torch.zeros((b, 1, *inputs.shape[-2:]), device=inputs.device)

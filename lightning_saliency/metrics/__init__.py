@@ -1,0 +1,60 @@
+"""Faithfulness, localisation, sanity and stability scores of saliency maps.
+
+Pure functions live in :mod:`lightning_saliency.metrics.functional` (one value per image); the
+:class:`torchmetrics.Metric` classes here average them with ``sum``-reduced states (DDP-safe) and share the
+same private helpers. :func:`evaluate_scores` computes every cheap per-method score of a batch in one call.
+"""
+
+from lightning_saliency.metrics._evaluate import SCORES, ScoreInfo, Scores, evaluate_scores
+from lightning_saliency.metrics.functional import (
+    average_drop,
+    curve_auc,
+    deletion_curve,
+    energy_pointing_game,
+    increase_in_confidence,
+    insertion_curve,
+    map_stability,
+    masked_attack_norm,
+    model_randomisation_score,
+    perturbation_baseline,
+    pointing_game,
+    randomisable_layers,
+    region_masks,
+    saliency_attack_score,
+    spearman,
+)
+from lightning_saliency.metrics.localisation import EnergyPointingGame, PointingGame
+from lightning_saliency.metrics.perturbation import AverageDrop, DeletionAUC, IncreaseInConfidence, InsertionAUC
+from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
+from lightning_saliency.metrics.stability import MapStability
+
+__all__ = [
+    "SCORES",
+    "AverageDrop",
+    "DeletionAUC",
+    "EnergyPointingGame",
+    "IncreaseInConfidence",
+    "InsertionAUC",
+    "MapStability",
+    "ModelRandomisation",
+    "PointingGame",
+    "SaliencyAttack",
+    "ScoreInfo",
+    "Scores",
+    "average_drop",
+    "curve_auc",
+    "deletion_curve",
+    "energy_pointing_game",
+    "evaluate_scores",
+    "increase_in_confidence",
+    "insertion_curve",
+    "map_stability",
+    "masked_attack_norm",
+    "model_randomisation_score",
+    "perturbation_baseline",
+    "pointing_game",
+    "randomisable_layers",
+    "region_masks",
+    "saliency_attack_score",
+    "spearman",
+]

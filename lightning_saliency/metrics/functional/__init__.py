@@ -1,0 +1,38 @@
+"""Saliency scores as pure functions (torchmetrics' functional layout).
+
+Every function returns one value per image (``[B]``; curves ``[B, steps + 1]``; the sanity check ``[S, B]``);
+the paper's score is their mean, which the :mod:`lightning_saliency.metrics` classes accumulate.
+"""
+
+from lightning_saliency.metrics.functional.attack import masked_attack_norm, saliency_attack_score
+from lightning_saliency.metrics.functional.correlation import map_stability, spearman
+from lightning_saliency.metrics.functional.localisation import energy_pointing_game, pointing_game, region_masks
+from lightning_saliency.metrics.functional.perturbation import (
+    DEFAULT_STEPS,
+    average_drop,
+    curve_auc,
+    deletion_curve,
+    increase_in_confidence,
+    insertion_curve,
+    perturbation_baseline,
+)
+from lightning_saliency.metrics.functional.sanity import model_randomisation_score, randomisable_layers
+
+__all__ = [
+    "DEFAULT_STEPS",
+    "average_drop",
+    "curve_auc",
+    "deletion_curve",
+    "energy_pointing_game",
+    "increase_in_confidence",
+    "insertion_curve",
+    "map_stability",
+    "masked_attack_norm",
+    "model_randomisation_score",
+    "perturbation_baseline",
+    "pointing_game",
+    "randomisable_layers",
+    "region_masks",
+    "saliency_attack_score",
+    "spearman",
+]

@@ -1,0 +1,133 @@
+"""Localisation scores: pointing game and energy-based pointing game, against boxes or masks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_saliency.metrics.functional._common import _check_maps
+
+__all__ = ["energy_pointing_game", "pointing_game", "region_masks"]
+
+
+def region_masks(
+    shape: tuple[int, int, int], *, boxes: Tensor | None = None, masks: Tensor | None = None, device: torch.device
+) -> Tensor:
+    """Ground-truth regions as bool masks ``[B, H, W]``, from boxes or masks (exactly one of them).
+
+    Box convention: ``boxes [B, 4]`` are ``(x1, y1, x2, y2)`` in pixel coordinates of the map, ``x`` the column
+    and ``y`` the row, half-open: pixel ``(row, col)`` is inside when ``x1 <= col < x2`` and ``y1 <= row < y2``
+    (so ``(0, 0, W, H)`` is the whole image). Coordinates outside the image are clipped.
+
+    Args:
+        shape: ``(B, H, W)``.
+        boxes: ``[B, 4]`` boxes, or ``None``.
+        masks: ``[B, H, W]`` (or ``[B, 1, H, W]``) bool/0-1 masks, or ``None``.
+        device: Where the result goes.
+
+    Returns:
+        ``[B, H, W]`` bool.
+
+    Raises:
+        ValueError: Unless exactly one of ``boxes``/``masks`` is given with the right shape.
+
+    Example:
+        >>> region_masks((1, 2, 3), boxes=torch.tensor([[1, 0, 3, 1]]), device=torch.device("cpu")).int()
+        tensor([[[0, 1, 1],
+                 [0, 0, 0]]], dtype=torch.int32)
+    """
+    b, h, w = shape
+    if (boxes is None) == (masks is None):
+        raise ValueError(
+            "Pass exactly one of boxes [B, 4] (x1, y1, x2, y2) or masks [B, H, W] for localisation scores."
+        )
+    if masks is not None:
+        if masks.ndim == 4 and masks.shape[1] == 1:
+            masks = masks[:, 0]
+        if tuple(masks.shape) != (b, h, w):
+            raise ValueError(f"masks must have shape [B, H, W] = {[b, h, w]}, got {tuple(masks.shape)}.")
+        return masks.to(device=device) != 0
+    assert boxes is not None
+    if tuple(boxes.shape) != (b, 4):
+        raise ValueError(f"boxes must have shape [B, 4] = [{b}, 4] as (x1, y1, x2, y2), got {tuple(boxes.shape)}.")
+    boxes = boxes.to(device=device, dtype=torch.float32)
+    cols = torch.arange(w, device=device, dtype=torch.float32)  # [W]
+    rows = torch.arange(h, device=device, dtype=torch.float32)  # [H]
+    in_x = (cols[None] >= boxes[:, 0:1]) & (cols[None] < boxes[:, 2:3])  # [B,W]
+    in_y = (rows[None] >= boxes[:, 1:2]) & (rows[None] < boxes[:, 3:4])  # [B,H]
+    return in_y[:, :, None] & in_x[:, None, :]  # [B,H,W]
+
+
+def _regions(maps: Tensor, boxes: Tensor | None, masks: Tensor | None) -> tuple[Tensor, Tensor]:
+    maps = _check_maps(maps)[:, 0]  # [B,H,W]
+    b, h, w = maps.shape
+    return maps, region_masks((b, h, w), boxes=boxes, masks=masks, device=maps.device)
+
+
+def pointing_game(
+    maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None, *, tolerance: float = 0.0
+) -> Tensor:
+    """Pointing game per image (Zhang et al. 2016; as used by Score-CAM): is the map's maximum in the region?
+
+    A hit is 1 when the maximum point (the first in raster order if several pixels share the maximum) lies
+    within ``tolerance`` pixels (Euclidean) of a region pixel. Zhang et al. use 15 px at ImageNet resolution; the
+    default 0 requires the point itself to be inside. A constant map (including all zeros) points nowhere and is a
+    miss, as is an empty region. The score is the mean hit rate (higher is better).
+
+    Args:
+        maps: ``[B, 1, H, W]`` (or ``[B, H, W]``) saliency.
+        boxes: ``[B, 4]`` ``(x1, y1, x2, y2)``, see :func:`region_masks` for the convention.
+        masks: ``[B, H, W]`` bool regions (instead of boxes).
+        tolerance: Radius in pixels around the maximum.
+
+    Returns:
+        ``[B]`` float32 hits, 0 or 1.
+
+    Example:
+        >>> maps = torch.zeros(2, 1, 4, 4)
+        >>> maps[0, 0, 1, 2] = 1.0  # row 1, column 2
+        >>> maps[1, 0, 3, 3] = 1.0
+        >>> pointing_game(maps, boxes=torch.tensor([[2, 0, 4, 2], [2, 0, 4, 2]]))
+        tensor([1., 0.])
+        >>> pointing_game(maps, boxes=torch.tensor([[2, 0, 4, 2], [2, 0, 4, 2]]), tolerance=2)
+        tensor([1., 1.])
+    """
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
+        raise ValueError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}.")
+    maps, regions = _regions(maps, boxes, masks)
+    b, h, w = maps.shape
+    flat = maps.reshape(b, -1)  # [B,HW]
+    peak = flat.argmax(1)  # [B] first maximum in raster order
+    py, px = (peak // w).float(), (peak % w).float()
+    rows = torch.arange(h, device=maps.device, dtype=torch.float32)[None, :, None]  # [1,H,1]
+    cols = torch.arange(w, device=maps.device, dtype=torch.float32)[None, None, :]  # [1,1,W]
+    dist2 = (rows - py[:, None, None]) ** 2 + (cols - px[:, None, None]) ** 2  # [B,H,W]
+    hit = (regions & (dist2 <= float(tolerance) ** 2)).flatten(1).any(1)  # [B]
+    informative = flat.max(1).values > flat.min(1).values  # [B]
+    return (hit & informative).float()
+
+
+def energy_pointing_game(maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> Tensor:
+    """Energy-based pointing game per image (Wang et al. 2020, Score-CAM): share of the map's mass in the region.
+
+    ``sum(map inside) / sum(map)``; negative map values count as 0; an all-zero map scores 0 (never NaN). This is
+    Score-CAM's ``energy_bbox / energy_whole`` (with ``x`` the column, see :func:`region_masks`) and Quantus'
+    ``AttributionLocalisation`` ratio. Higher is better.
+
+    Args:
+        maps: ``[B, 1, H, W]`` (or ``[B, H, W]``) saliency.
+        boxes: ``[B, 4]`` ``(x1, y1, x2, y2)``.
+        masks: ``[B, H, W]`` bool regions (instead of boxes).
+
+    Returns:
+        ``[B]`` float32 in [0, 1].
+
+    Example:
+        >>> energy_pointing_game(torch.tensor([[[1.0, 3.0]], [[0.0, 0.0]]]), boxes=torch.tensor([[1, 0, 2, 1]] * 2))
+        tensor([0.7500, 0.0000])
+    """
+    maps, regions = _regions(maps, boxes, masks)
+    maps = maps.clamp_min(0)
+    inside = (maps * regions).flatten(1).sum(1)  # [B]
+    total = maps.flatten(1).sum(1)  # [B]
+    return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))

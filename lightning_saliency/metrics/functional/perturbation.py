@@ -1,0 +1,333 @@
+"""Perturbation (faithfulness) scores: deletion/insertion curves and AUC, Average Drop, Increase in Confidence.
+
+All forwards run without gradients (``torch.inference_mode``), with the model in eval mode (each submodule's
+flag restored after) and the global RNG preserved, in ``run``'s precision, chunked to ``batch_size`` inputs
+per forward. Scores read the *softmax probability of the given target class*.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import Tensor, nn
+
+from lightning_saliency.methods.base import Run
+from lightning_saliency.metrics.functional._common import (
+    _check_batch_size,
+    _check_maps,
+    _check_model_inputs,
+    _chunked_target_probs,
+    _pixel_ranks,
+    _scoring,
+    _target_probs,
+)
+
+__all__ = [
+    "average_drop",
+    "curve_auc",
+    "deletion_curve",
+    "increase_in_confidence",
+    "insertion_curve",
+    "perturbation_baseline",
+]
+
+Baseline = str | float | Tensor
+"""``"zero"``, ``"mean"``, ``"blur"``, a constant, or a tensor broadcastable to ``[B, C, H, W]``."""
+
+DEFAULT_STEPS = 20
+_BLUR_KERNEL = 11
+_BLUR_SIGMA = 5.0
+
+
+def perturbation_baseline(inputs: Tensor, baseline: Baseline) -> Tensor:
+    """The substrate ``[B, C, H, W]`` that deleted pixels are replaced with (or insertion starts from).
+
+    Args:
+        inputs: ``[B, C, H, W]`` float images.
+        baseline: ``"zero"`` (zeros, RISE's deletion substrate), ``"mean"`` (each image's per-channel mean),
+            ``"blur"`` (``torchvision`` Gaussian blur, kernel 11, sigma 5 as RISE's insertion substrate; reflect
+            padding where RISE zero-pads; the kernel shrinks to ``2 * min(H, W) - 1`` for images smaller than
+            6 px), a float constant, or a tensor broadcastable to ``inputs``.
+
+    Returns:
+        ``[B, C, H, W]`` tensor of the inputs' dtype.
+
+    Raises:
+        ValueError: For an unknown name or a tensor that does not broadcast to ``inputs``.
+
+    Example:
+        >>> perturbation_baseline(torch.tensor([[[[1.0, 3.0]]]]), "mean")
+        tensor([[[[2., 2.]]]])
+    """
+    if isinstance(baseline, Tensor):
+        try:
+            return torch.broadcast_to(baseline.to(inputs), inputs.shape).clone()
+        except RuntimeError as err:
+            raise ValueError(
+                f"A tensor baseline must broadcast to the inputs {tuple(inputs.shape)}, got {tuple(baseline.shape)}."
+            ) from err
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(inputs, float(baseline))
+    if baseline == "zero":
+        return torch.zeros_like(inputs)
+    if baseline == "mean":
+        return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs).clone()  # [B,C,H,W]
+    if baseline == "blur":
+        kernel = min(_BLUR_KERNEL, 2 * min(inputs.shape[-2:]) - 1)
+        blurred = TF.gaussian_blur(inputs.float(), kernel_size=[kernel, kernel], sigma=[_BLUR_SIGMA, _BLUR_SIGMA])
+        return blurred.to(inputs.dtype)
+    raise ValueError(f"baseline must be 'zero', 'mean', 'blur', a float or a Tensor, got {baseline!r}.")
+
+
+def _check_steps(steps: int) -> None:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+
+
+def _perturbation_curves(
+    model: nn.Module,
+    targets: Tensor,
+    ranks: Tensor,
+    start: Tensor,
+    finish: Tensor,
+    steps: int,
+    batch_size: int,
+    run: Run,
+) -> Tensor:
+    """Curves ``[B, steps + 1]``: at step ``s`` the ``floor(s * H * W / steps)`` top-ranked pixels come from ``finish``.
+
+    All ``B * (steps + 1)`` perturbed images are built lazily, ``batch_size`` per forward.
+    """
+    b, _, h, w = start.shape
+    n = steps + 1
+    counts = torch.arange(n, device=start.device) * (h * w) // steps  # [S+1] pixels changed at each step
+    probs = torch.empty(b * n, dtype=torch.float32, device=start.device)
+    for lo in range(0, b * n, batch_size):
+        idx = torch.arange(lo, min(lo + batch_size, b * n), device=start.device)  # [P]
+        img, step = idx // n, idx % n
+        changed = (ranks[img] < counts[step][:, None]).view(-1, 1, h, w)  # [P,1,H,W]
+        x = torch.where(changed, finish[img], start[img])  # [P,C,H,W]
+        probs[lo : lo + idx.numel()] = _target_probs(model, x, targets[img], run)
+    return probs.view(b, n)  # [B,S+1]
+
+
+def _curve(
+    mode: str,
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    maps: Tensor,
+    steps: int,
+    baseline: Baseline,
+    batch_size: int,
+    run: Run | None,
+) -> Tensor:
+    _check_model_inputs(inputs, targets)
+    maps = _check_maps(maps, inputs)
+    _check_steps(steps)
+    _check_batch_size(batch_size)
+    with _scoring(model, inputs):
+        substrate = perturbation_baseline(inputs, baseline)
+        start, finish = (inputs, substrate) if mode == "deletion" else (substrate, inputs)
+        return _perturbation_curves(
+            model, targets.long(), _pixel_ranks(maps), start, finish, steps, batch_size, run or Run()
+        )
+
+
+def deletion_curve(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    maps: Tensor,
+    *,
+    steps: int = DEFAULT_STEPS,
+    baseline: Baseline = "zero",
+    batch_size: int = 64,
+    run: Run | None = None,
+) -> Tensor:
+    """Deletion curve (Petsiuk et al. 2018, RISE): target probability as the most salient pixels are removed.
+
+    Pixels are ranked by saliency, descending (ties, e.g. a constant or all-zero map, broken by raster order:
+    top-left first). At step ``s = 0..steps`` the first ``floor(s * H * W / steps)`` pixels (all channels) are
+    replaced by the baseline substrate and the softmax probability of ``targets`` is read. RISE changes a fixed
+    number of pixels per step; with ``H * W / steps`` an integer the two agree exactly. A faithful map makes the
+    curve drop fast: lower :func:`curve_auc` is better. RISE scores the class predicted on the original image;
+    pass ``targets=model(inputs).argmax(1)`` to reproduce that.
+
+    Args:
+        model: Classifier returning logits ``[N, num_classes]`` (read through ``run``).
+        inputs: ``[B, C, H, W]`` float images.
+        targets: ``[B]`` class indices.
+        maps: ``[B, 1, H, W]`` (or ``[B, H, W]``) saliency at the input resolution; only the order matters.
+        steps: Number of equal steps; the curve has ``steps + 1`` points (nothing removed ... everything).
+        baseline: Substrate, see :func:`perturbation_baseline` (default ``"zero"`` as RISE).
+        batch_size: Most perturbed images per forward (bounds memory).
+        run: Precision and output adapter (default plain fp32).
+
+    Returns:
+        ``[B, steps + 1]`` float32 probabilities.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> curves = deletion_curve(net, torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 0]), torch.rand(3, 1, 2, 2),
+        ...                         steps=4)
+        >>> curves.shape
+        torch.Size([3, 5])
+    """
+    return _curve("deletion", model, inputs, targets, maps, steps, baseline, batch_size, run)
+
+
+def insertion_curve(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    maps: Tensor,
+    *,
+    steps: int = DEFAULT_STEPS,
+    baseline: Baseline = "blur",
+    batch_size: int = 64,
+    run: Run | None = None,
+) -> Tensor:
+    """Insertion curve (Petsiuk et al. 2018, RISE): target probability as the most salient pixels are restored.
+
+    Starts from the baseline substrate (default a blur, as RISE) and, at step ``s = 0..steps``, restores the
+    ``floor(s * H * W / steps)`` most salient original pixels (same ranking and tie rule as
+    :func:`deletion_curve`). A faithful map makes the curve rise fast: higher :func:`curve_auc` is better.
+
+    Args:
+        model: Classifier returning logits.
+        inputs: ``[B, C, H, W]`` float images.
+        targets: ``[B]`` class indices (RISE: the class predicted on the original).
+        maps: ``[B, 1, H, W]`` (or ``[B, H, W]``) saliency at the input resolution.
+        steps: Number of equal steps; the curve has ``steps + 1`` points.
+        baseline: Substrate to start from, see :func:`perturbation_baseline` (default ``"blur"``).
+        batch_size: Most perturbed images per forward.
+        run: Precision and output adapter (default plain fp32).
+
+    Returns:
+        ``[B, steps + 1]`` float32 probabilities.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> insertion_curve(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), torch.rand(2, 4, 4), steps=8).shape
+        torch.Size([2, 9])
+    """
+    return _curve("insertion", model, inputs, targets, maps, steps, baseline, batch_size, run)
+
+
+def curve_auc(curves: Tensor) -> Tensor:
+    """Area under curves sampled at equal steps over ``x in [0, 1]``, as RISE's ``auc``.
+
+    ``(sum(a) - a[0] / 2 - a[n] / 2) / n`` for ``n + 1`` points ``a[0..n]`` (the trapezoid rule).
+
+    Args:
+        curves: ``[..., n + 1]`` with ``n >= 1``.
+
+    Returns:
+        ``[...]`` float32 areas.
+
+    Example:
+        >>> curve_auc(torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]]))
+        tensor([0.5000, 1.0000])
+    """
+    if not isinstance(curves, Tensor) or curves.ndim < 1 or curves.shape[-1] < 2:
+        got = f"shape {tuple(curves.shape)}" if isinstance(curves, Tensor) else type(curves).__name__
+        raise ValueError(f"curves must be a Tensor [..., n + 1] with at least 2 points, got {got}.")
+    curves = curves.float()
+    n = curves.shape[-1] - 1
+    return (curves.sum(-1) - curves[..., 0] / 2 - curves[..., -1] / 2) / n
+
+
+def _confidences(
+    model: nn.Module, inputs: Tensor, targets: Tensor, maps: Tensor, batch_size: int, run: Run | None
+) -> tuple[Tensor, Tensor]:
+    """``(Y, O)``: target probability ``[B]`` on the inputs and on ``inputs * map`` (map broadcast over channels)."""
+    _check_model_inputs(inputs, targets)
+    maps = _check_maps(maps, inputs)
+    _check_batch_size(batch_size)
+    run = run or Run()
+    targets = targets.long()
+    with _scoring(model, inputs):
+        y = _chunked_target_probs(model, inputs, targets, run, batch_size)
+        o = _chunked_target_probs(model, inputs * maps.to(inputs.dtype), targets, run, batch_size)
+    return y, o
+
+
+def _average_drop_per_image(y: Tensor, o: Tensor) -> Tensor:
+    """``100 * max(0, Y - O) / Y`` per image (``Y`` floored at 1e-12 so it is never NaN)."""
+    return 100.0 * (y - o).clamp_min(0) / y.clamp_min(1e-12)
+
+
+def _increase_per_image(y: Tensor, o: Tensor) -> Tensor:
+    """``100 * 1[Y < O]`` per image."""
+    return 100.0 * (y < o).float()
+
+
+def average_drop(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    maps: Tensor,
+    *,
+    batch_size: int = 64,
+    run: Run | None = None,
+) -> Tensor:
+    """Average Drop % per image (Chattopadhyay et al. 2018, Grad-CAM++; as used by Score-CAM).
+
+    ``100 * max(0, Y - O) / Y``, with ``Y`` the softmax probability of the target on the input and ``O`` on the
+    "explanation map" ``inputs * map`` (map in [0, 1] broadcast over channels). The paper's score is the mean over
+    images (``average_drop(...).mean()``, or :class:`~lightning_saliency.metrics.AverageDrop`); lower is better.
+    pytorch-grad-cam's ``DropInConfidence`` (with a softmax target) is ``max(0, Y - O)`` without the division
+    by ``Y`` and the factor 100.
+
+    Args:
+        model: Classifier returning logits.
+        inputs: ``[B, C, H, W]`` float images (the map multiplies them as given, i.e. normalised inputs).
+        targets: ``[B]`` class indices.
+        maps: ``[B, 1, H, W]`` (or ``[B, H, W]``) maps in [0, 1] at the input resolution.
+        batch_size: Most images per forward.
+        run: Precision and output adapter.
+
+    Returns:
+        ``[B]`` float32 drops in percent, in [0, 100].
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x = torch.rand(2, 1, 2, 2)
+        >>> average_drop(net, x, torch.tensor([0, 1]), torch.ones(2, 1, 2, 2))  # an all-ones map changes nothing
+        tensor([0., 0.])
+    """
+    return _average_drop_per_image(*_confidences(model, inputs, targets, maps, batch_size, run))
+
+
+def increase_in_confidence(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    maps: Tensor,
+    *,
+    batch_size: int = 64,
+    run: Run | None = None,
+) -> Tensor:
+    """Increase in Confidence % per image (Chattopadhyay et al. 2018): ``100 * 1[Y < O]``.
+
+    ``Y`` and ``O`` as in :func:`average_drop`; the paper's score is the mean over images (higher is better).
+    Equals pytorch-grad-cam's ``IncreaseInConfidence`` times 100.
+
+    Args:
+        model: Classifier returning logits.
+        inputs: ``[B, C, H, W]`` float images.
+        targets: ``[B]`` class indices.
+        maps: ``[B, 1, H, W]`` (or ``[B, H, W]``) maps in [0, 1] at the input resolution.
+        batch_size: Most images per forward.
+        run: Precision and output adapter.
+
+    Returns:
+        ``[B]`` float32, each 0 or 100.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> increase_in_confidence(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), torch.ones(2, 2, 2))
+        tensor([0., 0.])
+    """
+    return _increase_per_image(*_confidences(model, inputs, targets, maps, batch_size, run))

@@ -1,0 +1,174 @@
+"""The probe batch: a fixed set of images whose saliency maps are followed from epoch to epoch.
+
+It is chosen once, deterministically, and lives on the CPU as a normal tensor (never an inference-mode one,
+so gradients can flow through it in ``trainer.validate``/``test``); it is moved to the trainer's device each
+time it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["Probe", "balanced_positions", "probe_from_dataloader", "probe_from_dataset", "split_sample"]
+
+_INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values", "img")
+_LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class", "cls")
+_SCAN_FACTOR = 16  # candidates scanned per requested sample when balancing classes
+
+
+@dataclass
+class Probe:
+    """A fixed batch of inputs with optional labels.
+
+    Attributes:
+        inputs: ``[B, C, H, W]`` float, on the CPU.
+        labels: ``[B]`` long class labels, or ``None`` if the data carried none.
+        indices: The dataset indices the samples were taken from, if they came from a map-style dataset.
+    """
+
+    inputs: Tensor
+    labels: Tensor | None = None
+    indices: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.inputs, Tensor) or self.inputs.ndim != 4:
+            got = tuple(self.inputs.shape) if isinstance(self.inputs, Tensor) else type(self.inputs).__name__
+            raise ValueError(f"probe inputs must be a Tensor [B, C, H, W], got {got}.")
+        if not self.inputs.is_floating_point():
+            raise ValueError(
+                f"probe inputs must be floating point (as the model sees them), got dtype {self.inputs.dtype}. "
+                "Convert uint8 images with the same transform the validation data uses."
+            )
+        with torch.inference_mode(False):
+            self.inputs = self.inputs.detach().to("cpu", copy=True).contiguous()
+            if self.labels is not None:
+                labels = torch.as_tensor(self.labels)
+                if labels.shape != self.inputs.shape[:1] or labels.is_floating_point():
+                    raise ValueError(
+                        f"probe labels must be integer class indices of shape [B={self.inputs.shape[0]}], got shape "
+                        f"{tuple(labels.shape)} and dtype {labels.dtype}."
+                    )
+                self.labels = labels.detach().to("cpu", torch.long, copy=True)
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+def split_sample(sample: Any) -> tuple[Tensor, Any]:
+    """``(input, label or None)`` from a dataset sample or batch: a tensor, a tuple/list, or a dict.
+
+    Raises:
+        TypeError: If no input tensor can be found.
+
+    Example:
+        >>> x, y = split_sample({"image": torch.zeros(3, 2, 2), "label": 4})
+        >>> tuple(x.shape), y
+        ((3, 2, 2), 4)
+    """
+    if isinstance(sample, Tensor):
+        return sample, None
+    if isinstance(sample, (tuple, list)) and sample and isinstance(sample[0], Tensor):
+        return sample[0], sample[1] if len(sample) > 1 else None
+    if isinstance(sample, Mapping):
+        x = next((sample[k] for k in _INPUT_KEYS if k in sample and isinstance(sample[k], Tensor)), None)
+        y = next((sample[k] for k in _LABEL_KEYS if k in sample), None)
+        if x is not None:
+            return x, y
+    raise TypeError(
+        f"Cannot find the input image in a validation sample of type {type(sample).__name__}"
+        f"{' with keys ' + str(list(sample)) if isinstance(sample, Mapping) else ''}. Expected a Tensor, a "
+        f"(input, label) tuple, or a dict with one of the keys {_INPUT_KEYS}; or pass `probe=` explicitly."
+    )
+
+
+def _as_label(y: Any) -> int | None:
+    if y is None:
+        return None
+    if isinstance(y, Tensor):
+        return int(y.item()) if y.numel() == 1 and not y.is_floating_point() else None
+    return int(y) if isinstance(y, int) else None
+
+
+def balanced_positions(labels: Sequence[int | None], num: int) -> list[int]:
+    """Positions of ``num`` items taken round-robin over the classes (in class order), earliest first.
+
+    Without labels it is simply the first ``num``.
+
+    Example:
+        >>> balanced_positions([0, 0, 0, 1, 1, 2], 4)
+        [0, 3, 5, 1]
+    """
+    if any(label is None for label in labels):
+        return list(range(min(num, len(labels))))
+    by_class: dict[int, list[int]] = {}
+    for pos, label in enumerate(labels):
+        assert label is not None
+        by_class.setdefault(label, []).append(pos)
+    queues = [by_class[c] for c in sorted(by_class)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < num and any(depth < len(q) for q in queues):
+        chosen.extend(q[depth] for q in queues if depth < len(q) and len(chosen) < num)
+        depth += 1
+    return chosen
+
+
+def _evenly_spaced(n: int, m: int) -> list[int]:
+    if m >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / max(m - 1, 1)) for i in range(m)})
+
+
+def probe_from_dataset(dataset: Any, num_samples: int, indices: Sequence[int] | None = None) -> Probe:
+    """Take a probe from a map-style dataset, by ``indices`` or chosen deterministically and class-balanced.
+
+    Without ``indices``, up to ``16 * num_samples`` evenly spaced samples are scanned and ``num_samples`` taken
+    round-robin over their classes, so a dataset sorted by class still gives a mixed probe.
+
+    Raises:
+        ValueError: If the dataset is empty or an index is out of range.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("Cannot take a saliency probe from an empty validation dataset.")
+    if indices is not None:
+        bad = [i for i in indices if not 0 <= int(i) < n]
+        if bad:
+            raise ValueError(f"probe indices must be in [0, {n - 1}] for a dataset of {n} samples, got {bad}.")
+        chosen = [int(i) for i in indices]
+        samples = [split_sample(dataset[i]) for i in chosen]
+    else:
+        candidates = _evenly_spaced(n, num_samples * _SCAN_FACTOR)
+        scanned = [split_sample(dataset[i]) for i in candidates]
+        positions = balanced_positions([_as_label(y) for _, y in scanned], num_samples)
+        chosen = [candidates[p] for p in positions]
+        samples = [scanned[p] for p in positions]
+    return _stack(samples, chosen)
+
+
+def probe_from_dataloader(batches: Iterable[Any], num_samples: int) -> Probe:
+    """Take a class-balanced probe from the first batches of a dataloader (for iterable datasets)."""
+    scanned: list[tuple[Tensor, Any]] = []
+    for batch in batches:
+        x, y = split_sample(batch)
+        ys: list[Any] = list(y) if isinstance(y, (Tensor, list, tuple)) else [None] * x.shape[0]
+        scanned.extend(zip(x.unbind(0), ys, strict=False))
+        if len(scanned) >= num_samples * _SCAN_FACTOR:
+            break
+    if not scanned:
+        raise ValueError("Cannot take a saliency probe: the validation dataloader yielded no samples.")
+    positions = balanced_positions([_as_label(y) for _, y in scanned], num_samples)
+    return _stack([scanned[p] for p in positions], None)
+
+
+def _stack(samples: list[tuple[Tensor, Any]], indices: list[int] | None) -> Probe:
+    with torch.inference_mode(False):
+        inputs = torch.stack([x.detach().clone() for x, _ in samples])  # [B,C,H,W]
+        labels_list = [_as_label(y) for _, y in samples]
+        labels = None if any(lab is None for lab in labels_list) else torch.tensor(labels_list, dtype=torch.long)
+        return Probe(inputs=inputs, labels=labels, indices=indices)

@@ -1,0 +1,240 @@
+"""SaliencyMonitor inside a real Trainer: what is logged, when, and that training is untouched."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+from _lightning_models import TinyClassifier, loaders, make_data, read_events, trainer
+from lightning.pytorch import seed_everything
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from lightning_saliency import Probe, SaliencyMonitor, SaliencyWarning
+from lightning_saliency.methods import GradCAM
+
+ALL_GRADIENT_FAMILY = ["gradient", "gradient_x_input", "smoothgrad", "gradcam", "gradcam++"]
+
+
+def test_fit_logs_grids_and_timings_every_epoch(tmp_path):
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradient", "gradcam", "gradcam++"], num_samples=4)
+    tr = trainer(tmp_path, [monitor], max_epochs=2)
+    tr.fit(TinyClassifier(), train, val)
+
+    events = read_events(tmp_path)
+    for tag in ["saliency/overview", "saliency/gradient", "saliency/gradcam", "saliency/gradcam++"]:
+        assert len(events["images"][tag]) == 2, tag  # one per validation epoch
+    overview = events["images"]["saliency/overview"][-1]
+    # 4 probe rows and 4 columns (input + 3 methods) of 16x16 cells upscaled to >= 96 px, plus a title strip.
+    assert overview.width == 4 * 96 + 5 * 2
+    assert overview.height == 14 + 4 * 96 + 5 * 2
+    assert [e.step for e in events["images"]["saliency/overview"]] == [tr.global_step // 2, tr.global_step]
+    assert {"saliency/time/gradient_pass", "saliency/time/total"} <= set(events["scalars"])
+    assert all(s.value > 0 for s in events["scalars"]["saliency/time/total"])
+    assert set(monitor.last_maps) == {"gradient", "gradcam", "gradcam++"}
+
+
+def test_every_n_epochs_and_sanity_check_skipped(tmp_path):
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, every_n_epochs=2)
+    tr = trainer(tmp_path, [monitor], max_epochs=4, num_sanity_val_steps=2)
+    tr.fit(TinyClassifier(), train, val)
+    steps = [e.step for e in read_events(tmp_path)["images"]["saliency/overview"]]
+    per_epoch = tr.global_step // 4
+    assert steps == [2 * per_epoch, 4 * per_epoch]
+
+
+@pytest.mark.parametrize("entry", ["validate", "test"])
+def test_validate_and_test_entry_points_produce_maps_under_inference_mode(tmp_path, entry):
+    _, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradient", "gradcam"], num_samples=3)
+    tr = trainer(tmp_path, [monitor], inference_mode=True)
+    model = TinyClassifier()
+    getattr(tr, entry)(model, val)
+    prefix = "saliency" if entry == "validate" else "saliency_test"
+    events = read_events(tmp_path)
+    assert len(events["images"][f"{prefix}/gradcam"]) == 1
+    maps = monitor.last_maps["gradient"]
+    assert maps.shape == (3, 1, 16, 16)
+    assert maps.max() == 1.0  # a real map, not the all-zero fallback of a skipped gradient
+    assert not torch.is_inference(maps)
+
+
+def _train_state(tmp_path, callbacks, precision="32-true"):
+    seed_everything(7, workers=True)
+    model = TinyClassifier()
+    train, val = loaders(n=64)
+    tr = trainer(tmp_path, callbacks, max_epochs=3, precision=precision, logger=False)
+    tr.fit(model, train, val)
+    opt = tr.optimizers[0].state_dict()
+    rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt), rng, [p.grad for p in model.parameters()]
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path, precision):
+    base_state, base_opt, base_rng, base_grads = _train_state(tmp_path / "a", [], precision)
+    monitor = SaliencyMonitor(methods=ALL_GRADIENT_FAMILY, num_samples=4, targets="predicted")
+    state, opt, rng, grads = _train_state(tmp_path / "b", [monitor], precision)
+
+    assert monitor.last_maps, "the monitor must actually have run"
+    assert base_state.keys() == state.keys()
+    for key in base_state:  # weights and BatchNorm running statistics (incl. num_batches_tracked)
+        assert torch.equal(base_state[key], state[key]), key
+    for pid, s in base_opt["state"].items():
+        for name, value in s.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt["state"][pid][name])), (pid, name)
+    assert torch.equal(base_rng[0], rng[0])
+    assert np.array_equal(base_rng[1], rng[1])
+    assert base_rng[2] == rng[2]
+    for g0, g1 in zip(base_grads, grads, strict=True):
+        assert (g0 is None and g1 is None) or torch.equal(g0, g1)
+
+
+def test_frozen_eval_backbone_stays_in_eval_mode(tmp_path):
+    train, val = loaders()
+    model = TinyClassifier(frozen_backbone=True)
+    tr = trainer(tmp_path, [SaliencyMonitor(methods=["gradcam", "gradient"], num_samples=2)], max_epochs=2)
+    tr.fit(model, train, val)
+    assert len(model.backbone_modes) == tr.global_step
+    assert not any(model.backbone_modes)  # eval in every training step, including after validation epochs
+    assert all(not p.requires_grad for p in model.features.parameters())
+    assert all(p.grad is None for p in model.features.parameters())
+
+
+def test_one_channel_non_square_inputs(tmp_path):
+    train, val = loaders(channels=1, size=(20, 12))
+    monitor = SaliencyMonitor(methods=["gradient", "gradcam"], num_samples=2, mean=[0.5], std=[0.2])
+    tr = trainer(tmp_path, [monitor], max_epochs=1)
+    tr.fit(TinyClassifier(in_channels=1), train, val)
+    assert monitor.last_maps["gradcam"].shape == (2, 1, 20, 12)
+    image = read_events(tmp_path)["images"]["saliency/gradcam"][0]
+    # rows of 20x12 cells upscaled x8 (shorter side 12 -> 96): 3 columns of 96 px, 2 rows of 160 px
+    assert (image.width, image.height) == (3 * 96 + 4 * 2, 14 + 2 * 160 + 3 * 2)
+
+
+def test_without_tensorboard_warns_once_and_logs_timings_to_other_loggers(tmp_path):
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradient"], num_samples=2)
+    csv = CSVLogger(str(tmp_path), name="csv")
+    tr = trainer(tmp_path, [monitor], logger=csv, max_epochs=2)
+    with pytest.warns(SaliencyWarning, match="no TensorBoardLogger") as record:
+        tr.fit(TinyClassifier(), train, val)
+    assert sum(issubclass(w.category, SaliencyWarning) for w in record) == 1
+    metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "saliency/time/total" in metrics
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+def test_probe_is_deterministic_and_class_balanced(tmp_path):
+    _, val = loaders(n=96)
+    # a class-sorted validation set: a naive "first 8" probe would hold one class only
+    ds = make_data(96)
+    order = torch.argsort(ds.tensors[1], stable=True)
+    sorted_val = DataLoader(torch.utils.data.TensorDataset(ds.tensors[0][order], ds.tensors[1][order]), batch_size=16)
+    picks = []
+    for _ in range(2):
+        monitor = SaliencyMonitor(methods=["gradient"], num_samples=8)
+        tr = trainer(tmp_path, [monitor], logger=False)
+        tr.validate(TinyClassifier(), sorted_val, verbose=False)
+        picks.append(monitor.state_dict()["probe_indices"])
+    assert picks[0] == picks[1]
+    labels = ds.tensors[1][order][picks[0]]
+    assert torch.bincount(labels, minlength=4).tolist() == [2, 2, 2, 2]
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+def test_probe_given_as_tensors_indices_and_targets_options(tmp_path):
+    _, val = loaders()
+    x = torch.randn(3, 3, 16, 16)
+    monitor = SaliencyMonitor(methods=["gradcam"], probe=(x, torch.tensor([0, 1, 2])))
+    trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
+    assert monitor.last_maps["gradcam"].shape == (3, 1, 16, 16)
+
+    monitor = SaliencyMonitor(methods=["gradcam"], probe=[0, 5], targets=2)
+    trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
+    assert monitor.state_dict()["probe_indices"] == [0, 5]
+    assert monitor.last_maps["gradcam"].shape[0] == 2
+
+    monitor = SaliencyMonitor(methods=["gradient"], probe=x)  # no labels, targets='label'
+    with pytest.raises(ValueError, match="targets='label' needs labels"):
+        trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
+
+
+def test_predicted_and_fixed_targets_change_the_maps():
+    model = TinyClassifier().eval()
+    probe = Probe(torch.randn(2, 3, 16, 16), torch.tensor([0, 0]))
+    maps = {t: SaliencyMonitor(methods=["gradient"], targets=t).compute(model, probe)["gradient"] for t in [0, 3]}
+    assert not torch.allclose(maps[0], maps[3])
+    predicted = model(probe.inputs).argmax(1)
+    pred_maps = SaliencyMonitor(methods=["gradient"], targets="predicted").compute(model, probe)["gradient"]
+    fixed = SaliencyMonitor(methods=["gradient"], probe=None, targets=int(predicted[0])).compute(model, probe)
+    assert torch.allclose(pred_maps[0], fixed["gradient"][0])
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+def test_state_dict_round_trip_restores_the_probe_identity(tmp_path):
+    _, val = loaders()
+    first = SaliencyMonitor(methods=["gradient"], num_samples=3)
+    trainer(tmp_path, [first], logger=False).validate(TinyClassifier(), val, verbose=False)
+    state = first.state_dict()
+    second = SaliencyMonitor(methods=["gradient"], num_samples=3)
+    second.load_state_dict(state)
+    assert second._probe_spec == state["probe_indices"]
+    assert first.state_key == second.state_key
+    assert first.state_key != SaliencyMonitor(methods=["gradcam"]).state_key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"methods": ["nope"]}, ValueError, r"Unknown saliency method 'nope'. Available: .*gradcam"),
+        ({"methods": []}, ValueError, "methods must be a non-empty list"),
+        ({"methods": [3]}, TypeError, "registered name or a SaliencyMethod"),
+        ({"every_n_epochs": 0}, ValueError, "every_n_epochs must be an int >= 1, got 0"),
+        ({"num_samples": -1}, ValueError, "num_samples must be an int >= 1, got -1"),
+        ({"targets": "argmax"}, ValueError, "targets must be 'label', 'predicted' or a class index >= 0, got 'argmax'"),
+        ({"colormap": "jet"}, ValueError, r"colormap must be one of .*'turbo'.*got 'jet'"),
+        ({"alpha": 1.5}, ValueError, r"alpha must be a float in \[0, 1\], got 1.5"),
+        ({"mean": [0.5, 0.5], "std": [0.2]}, ValueError, "mean and std must have the same length"),
+        ({"std": [0.0]}, ValueError, "std must be positive"),
+        ({"probe": "images"}, TypeError, "probe must be None, a Tensor"),
+        ({"probe": torch.zeros(3, 8, 8)}, ValueError, r"probe inputs must be a Tensor \[B, C, H, W\], got \(3, 8, 8\)"),
+        ({"probe": torch.zeros(2, 3, 8, 8, dtype=torch.uint8)}, ValueError, "must be floating point"),
+        ({"methods": [GradCAM(), GradCAM()]}, ValueError, "Method labels must be unique"),
+        ({"target_layer": 3}, TypeError, "target_layer must be"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SaliencyMonitor(**kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+def test_wrong_target_layer_name_lists_candidates(tmp_path):
+    _, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], target_layer="layer4", num_samples=2)
+    with pytest.raises(ValueError, match=r"target_layer='layer4' is not a module of TinyClassifier.*features"):
+        trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+def test_hooks_are_removed_after_an_error_in_the_trainer(tmp_path):
+    _, val = loaders()
+    model = TinyClassifier()
+    monitor = SaliencyMonitor(methods=["gradcam"], probe=(torch.randn(2, 3, 16, 16), torch.tensor([0, 9])))
+    with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 3\].*\[9\]"):
+        trainer(tmp_path, [monitor], logger=False).validate(model, val, verbose=False)
+    assert all(not m._forward_hooks for m in model.modules())
+
+    model.train()  # outside a Trainer: the error path restores every module's mode as found
+    monitor = SaliencyMonitor(methods=["gradcam", "gradient"])
+    with pytest.raises(ValueError, match="targets must be class indices"):
+        monitor.compute(model, Probe(torch.randn(2, 3, 16, 16), torch.tensor([0, 9])))
+    assert all(m.training for m in model.modules())
+    assert all(not m._forward_hooks for m in model.modules())
