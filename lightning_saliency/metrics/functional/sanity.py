@@ -66,7 +66,8 @@ def model_randomisation_score(
     """Model-parameter randomisation test (Adebayo et al. 2018): how much do maps survive random weights?
 
     The method runs on ``model`` and on a deep copy whose top ``num_layers`` parametrised modules
-    (:func:`randomisable_layers`) are re-initialised with their own ``reset_parameters()`` under ``seed``;
+    (:func:`randomisable_layers`) are re-initialised with their own ``reset_parameters()``, each under a seed
+    derived from ``seed`` (so a layer gets the same random weights with or without ``cascading``);
     each image's two maps are compared by Spearman rank correlation (:func:`spearman`, a constant map scores 0).
     A method that explains the model decorrelates: **lower is better**; a score near 1 means the map does not
     depend on the weights (e.g. an edge detector). With ``cascading=True`` the layers are randomised one at a
@@ -119,13 +120,13 @@ def model_randomisation_score(
         twin.requires_grad_(False)
         modules = dict(twin.named_modules())
         stages = [top[: k + 1] for k in range(count)] if cascading else [top]
-        _seed([inputs.device], seed)
         done: set[str] = set()
         rows = []
         for stage in stages:
             with torch.no_grad():
                 for name in stage:
                     if name not in done:
+                        _seed([inputs.device], seed + 1 + top.index(name))  # same weights, cascading or not
                         modules[name].reset_parameters()
                         done.add(name)
             rho = spearman(base, _saliency(twin, inputs, targets, method, run, seed))

@@ -1,0 +1,37 @@
+"""The README's demo runs end to end (shortened) and writes saliency images to TensorBoard."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from _lightning_models import read_events
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_shapes_demo_runs_and_logs_saliency(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import train_shapes
+
+    log_dir = train_shapes.main(
+        ["--epochs", "1", "--train-size", "64", "--val-size", "32", "--logdir", str(tmp_path)]
+    )
+    events = read_events(log_dir)
+    assert {"saliency/overview", "saliency/gradcam", "saliency/smoothgrad"} <= set(events["images"])
+    sys.modules.pop("train_shapes", None)
+
+
+def test_shapes_boxes_contain_the_object():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from shapes import make_shapes
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    images, labels, boxes = make_shapes(30, size=64, seed=3)
+    assert images.shape == (30, 3, 64, 64) and images.min() >= 0 and images.max() <= 1
+    assert labels.bincount().tolist() == [10, 10, 10]
+    assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+    assert boxes.min() >= 0 and boxes.max() <= 64

@@ -1,0 +1,76 @@
+"""Rendering: denormalisation, colormaps, overlays and grids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_saliency.render import COLORMAPS, apply_colormap, method_grid, overlay, overview_grid, to_display
+
+
+def test_to_display_denormalises_with_mean_and_std():
+    pixels = torch.rand(2, 3, 5, 7)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    normalised = (pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    assert torch.allclose(to_display(normalised, mean, std), pixels, atol=1e-6)
+
+
+def test_to_display_channels_and_ranges():
+    gray = torch.rand(1, 1, 4, 6)
+    shown = to_display(gray)
+    assert shown.shape == (1, 3, 4, 6)
+    assert torch.equal(shown[:, 0], gray[:, 0]) and torch.equal(shown[:, 2], gray[:, 0])
+    wide = torch.randn(2, 3, 4, 4) * 5  # outside [0, 1]: min-max per image
+    shown = to_display(wide)
+    assert shown.amin((1, 2, 3)).tolist() == [0.0, 0.0] and torch.allclose(shown.amax((1, 2, 3)), torch.ones(2))
+    assert to_display(torch.rand(1, 5, 3, 3)).shape == (1, 3, 3, 3)  # many channels -> grey mean
+    nan = torch.full((1, 3, 2, 2), float("nan"))
+    assert not to_display(nan).isnan().any()
+
+
+def test_to_display_rejects_wrong_mean_length():
+    with pytest.raises(ValueError, match=r"mean must have one value per input channel \(3\) or a single value"):
+        to_display(torch.rand(1, 3, 2, 2), mean=[0.1, 0.2], std=[0.1, 0.2])
+
+
+@pytest.mark.parametrize("name", sorted(COLORMAPS))
+def test_colormap_luts_match_matplotlib(name):
+    mpl = pytest.importorskip("matplotlib")
+    ref = torch.tensor(mpl.colormaps[name](torch.linspace(0, 1, 256).numpy())[:, :3], dtype=torch.float32)
+    ours = apply_colormap(torch.linspace(0, 1, 256).view(1, 1, 1, 256), name)[0, :, 0].T
+    assert torch.allclose(ours, ref, atol=1 / 255 + 1e-6)
+
+
+def test_colormap_ends_and_unknown_name():
+    ends = apply_colormap(torch.tensor([[[[0.0, 1.0]]]]), "viridis")[0, :, 0]  # [3,2]
+    assert ends[:, 0].tolist() == pytest.approx([68 / 255, 1 / 255, 84 / 255])
+    assert ends[:, 1].tolist() == pytest.approx([253 / 255, 231 / 255, 37 / 255])
+    with pytest.raises(ValueError, match="colormap must be one of"):
+        apply_colormap(torch.zeros(1, 1, 1, 1), "jet")
+
+
+def test_overlay_blends_with_alpha():
+    images, maps = torch.rand(2, 3, 4, 4), torch.rand(2, 1, 4, 4)
+    assert torch.allclose(overlay(images, maps, alpha=0.0), images)
+    assert torch.allclose(overlay(images, maps, alpha=1.0), apply_colormap(maps))
+    half = overlay(images, maps, alpha=0.5)
+    assert torch.allclose(half, 0.5 * images + 0.5 * apply_colormap(maps))
+
+
+def test_grids_are_laid_out_row_per_image_and_handle_non_square():
+    images = torch.rand(3, 3, 10, 6)
+    maps = {"a": torch.rand(3, 1, 10, 6), "b": torch.rand(3, 1, 10, 6)}
+    grid = overview_grid(images, maps, min_size=6)
+    assert grid.shape == (3, 14 + 3 * 10 + 4 * 2, 3 * 6 + 4 * 2)  # title strip + 3 rows; input + 2 columns
+    assert grid.min() >= 0 and grid.max() <= 1
+    # the first cell below the title strip is the first input image
+    assert torch.allclose(grid[:, 14 + 2 : 14 + 12, 2:8], images[0])
+    big = method_grid(images, maps["a"], min_size=30)  # shorter side 6 -> x5
+    assert big.shape == (3, 14 + 3 * 50 + 4 * 2, 3 * 30 + 4 * 2)
+
+
+def test_column_titles_are_drawn():
+    grid = overview_grid(torch.ones(1, 3, 8, 8), {"gradcam": torch.zeros(1, 1, 8, 8)}, min_size=40)
+    strip = grid[:, :14]
+    assert (strip < 0.5).any(), "some dark title text on the white strip"
+    assert (strip[:, :, 2 + 40 + 2 :] < 0.5).any(), "the second column has a title too"
