@@ -5,16 +5,18 @@ and timings of a fixed probe batch to TensorBoard, without changing training.
 """
 
 from lightning_saliency._runtime import Precision, eval_mode, gradients_enabled, preserved_rng
-from lightning_saliency.callback import SaliencyMonitor
+from lightning_saliency.callbacks import SaliencyMonitor
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import find_target_layer, resolve_target_layer
 from lightning_saliency.methods import (
+    CAMERAS,
     METHODS,
     GradCAM,
     GradCAMPlusPlus,
     Gradient,
     GradientXInput,
     SaliencyMethod,
+    ScoreCAM,
     SmoothGrad,
     available_methods,
     compute_saliency,
@@ -26,6 +28,7 @@ from lightning_saliency.probe import Probe
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAMERAS",
     "METHODS",
     "GradCAM",
     "GradCAMPlusPlus",
@@ -36,6 +39,7 @@ __all__ = [
     "SaliencyMethod",
     "SaliencyMonitor",
     "SaliencyWarning",
+    "ScoreCAM",
     "SmoothGrad",
     "__version__",
     "available_methods",

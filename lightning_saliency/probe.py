@@ -29,11 +29,16 @@ class Probe:
         inputs: ``[B, C, H, W]`` float, on the CPU.
         labels: ``[B]`` long class labels, or ``None`` if the data carried none.
         indices: The dataset indices the samples were taken from, if they came from a map-style dataset.
+        boxes: ``[B, 4]`` ground-truth object boxes ``(x1, y1, x2, y2)`` in pixels (x = column; half-open), for
+            localisation scores; ``None`` if unknown.
+        masks: ``[B, H, W]`` bool ground-truth object masks; ``None`` if unknown.
     """
 
     inputs: Tensor
     labels: Tensor | None = None
     indices: list[int] | None = None
+    boxes: Tensor | None = None
+    masks: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.inputs, Tensor) or self.inputs.ndim != 4:
@@ -54,6 +59,21 @@ class Probe:
                         f"{tuple(labels.shape)} and dtype {labels.dtype}."
                     )
                 self.labels = labels.detach().to("cpu", torch.long, copy=True)
+            b, (h, w) = self.inputs.shape[0], self.inputs.shape[-2:]
+            if self.boxes is not None:
+                boxes = torch.as_tensor(self.boxes)
+                if boxes.shape != (b, 4):
+                    raise ValueError(
+                        f"probe boxes must have shape [B={b}, 4] (x1, y1, x2, y2), got {tuple(boxes.shape)}."
+                    )
+                self.boxes = boxes.detach().to("cpu", torch.float32, copy=True)
+            if self.masks is not None:
+                masks = torch.as_tensor(self.masks)
+                if masks.ndim == 4 and masks.shape[1] == 1:
+                    masks = masks[:, 0]
+                if masks.shape != (b, h, w):
+                    raise ValueError(f"probe masks must have shape [B={b}, H={h}, W={w}], got {tuple(masks.shape)}.")
+                self.masks = masks.detach().to("cpu", torch.bool, copy=True)
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
