@@ -15,7 +15,7 @@ from torchvision.utils import make_grid
 
 from lightning_saliency._colormaps import COLORMAPS
 
-__all__ = ["COLORMAPS", "apply_colormap", "method_grid", "overlay", "overview_grid", "to_display"]
+__all__ = ["COLORMAPS", "apply_colormap", "curve_plot", "filmstrip_grid", "method_grid", "overlay", "overview_grid", "to_display"]
 
 
 def to_display(inputs: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
@@ -149,3 +149,74 @@ def method_grid(
     """One row per image: the input, the heat map alone, and the overlay. ``[3, H', W']`` in [0, 1]."""
     columns = [images.float().cpu(), apply_colormap(maps, colormap), overlay(images, maps, alpha, colormap)]
     return _grid(columns, ["input", "heat", "overlay"], min_size)
+
+
+def filmstrip_grid(
+    images: Tensor,
+    maps_over_time: Sequence[Tensor],
+    titles: Sequence[str],
+    *,
+    alpha: float = 0.5,
+    colormap: str = "turbo",
+    min_size: int = 96,
+) -> Tensor:
+    """One row per image: its overlay at each logged epoch, oldest first. ``[3, H', W']`` in [0, 1].
+
+    Args:
+        images: Displayable inputs ``[B, 3, H, W]``.
+        maps_over_time: One ``[B, 1, h, w]`` map batch per epoch (any resolution; resized to ``H, W``).
+        titles: One column title per epoch (e.g. ``"ep 3"``).
+        alpha: Heat-map opacity.
+        colormap: A name in :data:`COLORMAPS`.
+        min_size: Cells are upscaled until their shorter side is at least this.
+
+    Example:
+        >>> maps = [torch.rand(2, 1, 4, 4)] * 3
+        >>> filmstrip_grid(torch.rand(2, 3, 8, 8), maps, ["ep 0", "ep 1", "ep 2"], min_size=8).shape
+        torch.Size([3, 36, 32])
+    """
+    size = tuple(images.shape[-2:])
+    columns = [
+        overlay(
+            images, F.interpolate(m.float().cpu(), size=size, mode="bilinear", align_corners=False), alpha, colormap
+        )
+        for m in maps_over_time
+    ]
+    return _grid(columns, list(titles), min_size)
+
+
+def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 260, height: int = 190) -> Tensor:
+    """A small line plot of one curve per method over x in [0, 1] and y in [0, 1]. ``[3, height, width]``.
+
+    Used for the mean deletion/insertion curves (x: fraction of pixels deleted/inserted, y: target
+    probability). Colours are spread over the turbo colormap in the order of ``curves``; a legend is drawn.
+
+    Example:
+        >>> curve_plot({"gradcam": torch.linspace(1, 0, 5)}, "deletion").shape
+        torch.Size([3, 190, 260])
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    left, top, right, bottom = 28, 16, width - 8, height - 18
+    draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
+    draw.text((left, 2), title, fill=(0, 0, 0), font=font)
+    for y_val in (0.0, 0.5, 1.0):
+        y = bottom - y_val * (bottom - top)
+        draw.text((4, y - 6), f"{y_val:.1f}", fill=(90, 90, 90), font=font)
+    draw.text((left, bottom + 3), "0", fill=(90, 90, 90), font=font)
+    draw.text((right - 6, bottom + 3), "1", fill=(90, 90, 90), font=font)
+    lut = _lut("turbo")
+    n = max(len(curves), 1)
+    for i, (label, curve) in enumerate(curves.items()):
+        colour = tuple(int(c * 255) for c in lut[int(round(30 + (200 * i) / max(n - 1, 1)))].tolist())
+        values = torch.nan_to_num(curve.detach().float().cpu().flatten(), nan=0.0).clamp(0, 1).tolist()
+        k = max(len(values) - 1, 1)
+        points = [(left + (right - left) * j / k, bottom - (bottom - top) * v) for j, v in enumerate(values)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        draw.text((right - 90, top + 3 + 11 * i), label[:14], fill=colour, font=font)
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(height, width, 3)
+    return data.permute(2, 0, 1).float() / 255

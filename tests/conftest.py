@@ -63,7 +63,9 @@ def tiny_cnn() -> TinyCNN:
     return make_tiny_cnn()
 
 
-def make_probe(batch: int = 4, channels: int = 3, height: int = 32, width: int = 32, seed: int = 0) -> tuple[Tensor, Tensor]:
+def make_probe(
+    batch: int = 4, channels: int = 3, height: int = 32, width: int = 32, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """Seeded ``inputs [B, C, H, W]`` in [0, 1] and ``targets [B]`` in ``[0, NUM_CLASSES)``."""
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.rand(batch, channels, height, width, generator=generator)

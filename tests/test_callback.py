@@ -238,3 +238,16 @@ def test_hooks_are_removed_after_an_error_in_the_trainer(tmp_path):
         monitor.compute(model, Probe(torch.randn(2, 3, 16, 16), torch.tensor([0, 9])))
     assert all(m.training for m in model.modules())
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_filmstrip_shows_the_last_history_size_epochs(tmp_path):
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, history_size=2)
+    tr = trainer(tmp_path, [monitor], max_epochs=3)
+    tr.fit(TinyClassifier(), train, val)
+    strips = read_events(tmp_path)["images"]["saliency/filmstrip/gradcam"]
+    assert len(strips) == 3
+    # columns: 1, 2, then 2 again (bounded by history_size); 16 px cells upscaled x6 to 96 px
+    assert [s.width for s in strips] == [1 * 96 + 2 * 2, 2 * 96 + 3 * 2, 2 * 96 + 3 * 2]
+    assert [epoch for epoch, _ in monitor.history["gradcam"]] == [1, 2]
+    assert torch.allclose(monitor.history["gradcam"][-1][1], monitor.last_maps["gradcam"])

@@ -5,13 +5,15 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_saliency._runtime import OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
@@ -19,15 +21,32 @@ from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods import SaliencyMethod, compute_saliency, get_method
 from lightning_saliency.methods.base import GradientMethod, Run, _shares_pass
+from lightning_saliency.metrics import (
+    SCORES,
+    evaluate_scores,
+    map_stability,
+    model_randomisation_score,
+    saliency_attack_score,
+)
 from lightning_saliency.probe import Probe, probe_from_dataloader, probe_from_dataset
-from lightning_saliency.render import COLORMAPS, method_grid, overview_grid, to_display
+from lightning_saliency.render import COLORMAPS, curve_plot, filmstrip_grid, method_grid, overview_grid, to_display
 
 __all__ = ["SaliencyMonitor"]
 
 ProbeSpec = Tensor | tuple[Tensor, Tensor] | Sequence[int] | Probe | None
-TargetSpec = str | int
+TargetSpec = Literal["label", "predicted"] | int
 
 _DEFAULT_METHODS = ("gradient", "gradcam", "gradcam++")
+_DEFAULT_SCORES = (
+    "deletion",
+    "insertion",
+    "average_drop",
+    "increase_in_confidence",
+    "pointing_game",
+    "energy_pointing_game",
+    "map_stability",
+)
+_EXPENSIVE = ("model_randomisation", "saliency_attack")
 _STAGE_PREFIX = {"validate": "", "test": "_test"}
 
 
@@ -36,7 +55,10 @@ class SaliencyMonitor(Callback):
 
     For each logged epoch the TensorBoard *images* tab shows ``saliency/overview`` (one row per probe image:
     the input, then each method's overlay) and ``saliency/<method>`` (input, heat map, overlay); the *scalars*
-    tab shows ``saliency/time/<...>``, the seconds the work took. In ``trainer.test()`` the prefix is
+    tab shows ``saliency/<method>/<score>`` (each score's mean over the probe), grouped across methods in the
+    *custom scalars* tab, and ``saliency/time/<...>``, the seconds the work took; ``saliency/curves`` plots the
+    mean deletion and insertion curves and ``saliency/filmstrip/<method>`` each image's map over the last
+    ``history_size`` logged epochs. In ``trainer.test()`` the prefix is
     ``saliency_test``. The training itself is untouched: weights, optimizer state, BatchNorm statistics, RNG
     streams, module modes and parameter ``.grad`` are the same with or without this callback.
 
@@ -51,11 +73,23 @@ class SaliencyMonitor(Callback):
         targets: Whose map to explain: ``"label"`` (the true class, default), ``"predicted"`` (the model's
             current top class) or a fixed class index.
         every_n_epochs: Log every n-th validation epoch during ``fit`` (``validate``/``test`` always log).
+        scores: Scores per method (names in ``lightning_saliency.metrics.SCORES``): ``deletion`` and
+            ``insertion`` AUC (Petsiuk et al. 2018), ``average_drop`` and ``increase_in_confidence``
+            (Chattopadhay et al. 2018), ``pointing_game`` and ``energy_pointing_game`` (need probe boxes or
+            masks; otherwise skipped with a one-time note), ``map_stability`` (rank correlation with the previous
+            logged epoch), and the costly ``model_randomisation`` (Adebayo et al. 2018, on a copy of the model)
+            and ``saliency_attack`` (CAMERAS), which run every ``expensive_every_n_epochs``. Pass ``()`` for none.
+            Cost per logged epoch and method: about ``2 * (score_steps + 1) + 2`` forwards of the probe batch.
+        score_steps: Steps of the deletion/insertion curves.
+        score_batch_size: Most perturbed images per forward while scoring (bounds memory).
+        expensive_every_n_epochs: How often (in epochs) the costly scores run during ``fit``.
         mean: The per-channel mean the inputs were normalised with, to show them as images.
         std: The per-channel standard deviation, likewise.
         colormap: ``"turbo"``, ``"viridis"`` or ``"inferno"``.
         alpha: Opacity of the heat map over the image.
         min_display_size: Small images are upscaled (nearest) until their shorter side has this many pixels.
+        history_size: How many logged epochs the ``saliency/filmstrip/<method>`` grids show (maps are kept on
+            the CPU at most 64 px on a side: ``history_size * B * 64 * 64`` floats per method at most).
         output_adapter: Turns the model's output into logits ``[B, num_classes]`` if it is not a tensor, a
             tuple starting with one, a dict with ``"logits"`` or an object with ``.logits``.
         log_prefix: Tag prefix in TensorBoard.
@@ -80,11 +114,16 @@ class SaliencyMonitor(Callback):
         probe: ProbeSpec = None,
         targets: TargetSpec = "label",
         every_n_epochs: int = 1,
+        scores: Sequence[str] = _DEFAULT_SCORES,
+        score_steps: int = 16,
+        score_batch_size: int = 64,
+        expensive_every_n_epochs: int = 5,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         colormap: str = "turbo",
         alpha: float = 0.5,
         min_display_size: int = 96,
+        history_size: int = 8,
         output_adapter: OutputAdapter | None = None,
         log_prefix: str = "saliency",
     ) -> None:
@@ -93,6 +132,11 @@ class SaliencyMonitor(Callback):
         self.num_samples = _positive_int(num_samples, "num_samples")
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.min_display_size = _positive_int(min_display_size, "min_display_size")
+        self.history_size = _positive_int(history_size, "history_size")
+        self.scores = _check_scores(scores)
+        self.score_steps = _positive_int(score_steps, "score_steps")
+        self.score_batch_size = _positive_int(score_batch_size, "score_batch_size")
+        self.expensive_every_n_epochs = _positive_int(expensive_every_n_epochs, "expensive_every_n_epochs")
         if not (isinstance(targets, int) and not isinstance(targets, bool) and targets >= 0) and targets not in (
             "label",
             "predicted",
@@ -119,6 +163,12 @@ class SaliencyMonitor(Callback):
         self._probe_indices: list[int] | None = None
         self._warned_no_tensorboard = False
         self.last_maps: dict[str, Tensor] = {}
+        self.history: dict[str, list[tuple[int, Tensor]]] = {}
+        self.last_scores: dict[str, dict[str, float]] = {}
+        """The scores of the last logged epoch on rank 0: method label -> score name -> mean over the probe."""
+        self._notes: set[str] = set()
+        self._layouts_written: set[int] = set()
+        """Per method label, ``(epoch, maps [B, 1, h, w])`` of the last ``history_size`` logged validation epochs."""
         """The maps of the last logged epoch on rank 0: method label -> ``[B, 1, H, W]`` on the CPU."""
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -167,33 +217,96 @@ class SaliencyMonitor(Callback):
 
         Usable outside a Trainer, e.g. in a notebook: ``monitor.compute(model, Probe(images, labels))``.
         """
-        maps, _ = self._compute_timed(pl_module, probe, precision or Precision())
-        return maps
+        return self._evaluate(pl_module, probe, precision or Precision(), with_scores=False).maps
 
-    def _compute_timed(
-        self, pl_module: nn.Module, probe: Probe, precision: Precision
-    ) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def _evaluate(
+        self, pl_module: nn.Module, probe: Probe, precision: Precision, *, with_scores: bool, expensive: bool = False
+    ) -> _Result:
         device = _module_device(pl_module)
         run = Run(precision, self.output_adapter)
-        maps: dict[str, Tensor] = {}
-        times: dict[str, float] = {}
+        result = _Result()
         with preserved_rng([device]), gradients_enabled():
             inputs = probe.inputs.to(device)  # a normal tensor: created outside inference mode
             targets = self._resolve_targets(pl_module, inputs, probe, run)
-            shared = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
-            groups: list[tuple[str, list[SaliencyMethod]]] = []
-            if shared:
-                groups.append(("gradient_pass" if len(shared) > 1 else shared[0].label, shared))
-            groups += [(m.label, [m]) for m in self.methods if m not in shared]
-            for timing_name, group in groups:
-                start = _now(device)
-                results = compute_saliency(
-                    pl_module, inputs, targets, group, precision=precision, output_adapter=self.output_adapter
+            self._maps(pl_module, inputs, targets, run, result)
+            if with_scores:
+                self._scores(pl_module, inputs, targets, probe, run, expensive, result)
+        return result
+
+    def _maps(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run, result: _Result) -> None:
+        device = inputs.device
+        shared: list[SaliencyMethod] = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
+        groups: list[tuple[str, list[SaliencyMethod]]] = []
+        if shared:
+            groups.append(("gradient_pass" if len(shared) > 1 else shared[0].label, shared))
+        groups += [(m.label, [m]) for m in self.methods if m not in shared]
+        maps: dict[str, Tensor] = {}
+        for timing_name, group in groups:
+            start = _now(device)
+            results = compute_saliency(
+                model, inputs, targets, group, precision=run.precision, output_adapter=run.output_adapter
+            )
+            result.times[timing_name] = _now(device) - start
+            maps.update({m.label: r.cpu() for m, r in zip(group, results, strict=True)})
+        result.maps = {m.label: maps[m.label] for m in self.methods}
+
+    def _scores(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Tensor,
+        probe: Probe,
+        run: Run,
+        expensive: bool,
+        result: _Result,
+    ) -> None:
+        device = inputs.device
+        cheap = [n for n in self.scores if SCORES[n].in_evaluate_scores]
+        for method in self.methods:
+            label = method.label
+            maps = result.maps[label].to(device)
+            start = _now(device)
+            values: dict[str, float] = {}
+            if cheap:
+                scores = evaluate_scores(
+                    model,
+                    inputs,
+                    targets,
+                    maps,
+                    cheap,
+                    run=run,
+                    boxes=probe.boxes,
+                    masks=probe.masks,
+                    steps=self.score_steps,
+                    batch_size=self.score_batch_size,
                 )
-                times[timing_name] = _now(device) - start
-                maps.update({m.label: r.cpu() for m, r in zip(group, results, strict=True)})
-        ordered = {m.label: maps[m.label] for m in self.methods}
-        return ordered, times
+                values.update({name: float(scores[name].float().mean()) for name in cheap if name in scores})
+                for mode in ("deletion", "insertion"):
+                    if f"{mode}_curve" in scores:
+                        result.curves.setdefault(mode, {})[label] = scores[f"{mode}_curve"].float().mean(0).cpu()
+                for name, reason in scores.skipped.items():
+                    self._note(f"SaliencyMonitor skips the score {name!r}: {reason} (give them with the probe).")
+            if expensive and "model_randomisation" in self.scores:
+                rho = model_randomisation_score(model, inputs, targets, method, maps=maps, run=run)  # [S,B]
+                values["model_randomisation"] = float(rho.float().mean())
+            if expensive and "saliency_attack" in self.scores:
+                ratio = saliency_attack_score(model, inputs, targets, maps, run=run, bounds=self._input_bounds())
+                values["saliency_attack"] = float(ratio.float().mean())
+            result.times[f"scores/{label}"] = _now(device) - start
+            result.scores[label] = values
+
+    def _input_bounds(self) -> tuple[float, float] | None:
+        """The valid input range, when the normalisation is known (used to clamp attacks)."""
+        if self.mean is None or self.std is None:
+            return None
+        lows = [(0 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+        highs = [(1 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+        return min(lows), max(highs)
+
+    def _note(self, message: str) -> None:
+        if message not in self._notes:
+            self._notes.add(message)
+            rank_zero_info(message)
 
     def _resolve_targets(self, model: nn.Module, inputs: Tensor, probe: Probe, run: Run) -> Tensor:
         b = inputs.shape[0]
@@ -218,27 +331,72 @@ class SaliencyMonitor(Callback):
         start = time.perf_counter()
         with preserved_rng([trainer.strategy.root_device]):
             probe = self._get_probe(trainer, stage)
-        maps, times = self._compute_timed(pl_module, probe, Precision.from_trainer(trainer))
+        expensive = trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.expensive_every_n_epochs == 0
+        result = self._evaluate(
+            pl_module, probe, Precision.from_trainer(trainer), with_scores=True, expensive=expensive
+        )
+        maps = result.maps
         self.last_maps = maps
         images = to_display(probe.inputs, self.mean, self.std)  # [B,3,H,W]
         prefix = self.log_prefix + _STAGE_PREFIX[stage]
-        step = trainer.global_step
-        grids = {
-            f"{prefix}/overview": overview_grid(
-                images, maps, alpha=self.alpha, colormap=self.colormap, min_size=self.min_display_size
-            )
-        }
+        draw = {"alpha": self.alpha, "colormap": self.colormap, "min_size": self.min_display_size}
+        grids = {f"{prefix}/overview": overview_grid(images, maps, **draw)}  # type: ignore[arg-type]
         for label, m in maps.items():
-            grids[f"{prefix}/{label}"] = method_grid(
-                images, m, alpha=self.alpha, colormap=self.colormap, min_size=self.min_display_size
-            )
-        times["total"] = time.perf_counter() - start
+            grids[f"{prefix}/{label}"] = method_grid(images, m, **draw)  # type: ignore[arg-type]
+        if stage == "validate":
+            if "map_stability" in self.scores:
+                for label, rho in self._stability(trainer.current_epoch, maps).items():
+                    result.scores[label]["map_stability"] = rho
+            self._remember(trainer.current_epoch, maps)
+            for label, entries in self.history.items():
+                titles = [f"ep {epoch}" for epoch, _ in entries]
+                strip = filmstrip_grid(images, [m for _, m in entries], titles, **draw)  # type: ignore[arg-type]
+                grids[f"{prefix}/filmstrip/{label}"] = strip
+        if result.curves:
+            panels = [curve_plot(c, f"{mode} (mean over probe)") for mode, c in result.curves.items()]
+            grids[f"{prefix}/curves"] = torch.cat(panels, dim=2)
+        self.last_scores = result.scores
+        result.times["total"] = time.perf_counter() - start
+        scalars = {f"{prefix}/{label}/{name}": v for label, vals in result.scores.items() for name, v in vals.items()}
+        scalars.update({f"{prefix}/time/{name}": seconds for name, seconds in result.times.items()})
+        self._log(trainer, grids, scalars, prefix)
+
+    def _log(self, trainer: pl.Trainer, grids: dict[str, Tensor], scalars: dict[str, float], prefix: str) -> None:
+        step = trainer.global_step
         for logger in self._tensorboard_loggers(trainer):
+            writer = logger.experiment
+            if id(writer) not in self._layouts_written and self.scores:
+                self._layouts_written.add(id(writer))
+                writer.add_custom_scalars(self._layout(prefix))
             for tag, grid in grids.items():
-                logger.experiment.add_image(tag, grid, global_step=step, dataformats="CHW")
-        scalars = {f"{prefix}/time/{name}": seconds for name, seconds in times.items()}
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
+                writer.add_image(tag, grid, global_step=step, dataformats="CHW")
+        for any_logger in trainer.loggers:
+            any_logger.log_metrics(scalars, step=step)
+
+    def _layout(self, prefix: str) -> dict[str, dict[str, list[Any]]]:
+        """TensorBoard custom-scalars layout: one chart per score, one line per method."""
+        labels = [m.label for m in self.methods]
+        charts = {name: ["Multiline", [f"{prefix}/{label}/{name}" for label in labels]] for name in self.scores}
+        charts["time"] = ["Multiline", [f"{prefix}/time/.*"]]
+        return {f"{prefix} scores": charts}
+
+    def _stability(self, epoch: int, maps: dict[str, Tensor]) -> dict[str, float]:
+        """Rank correlation of each map with the previous logged epoch's (at the stored resolution)."""
+        out: dict[str, float] = {}
+        for label, m in maps.items():
+            previous = [x for e, x in self.history.get(label, []) if e < epoch]
+            if previous:
+                prev = previous[-1]
+                now = _shrink(m)
+                if prev.shape == now.shape:
+                    out[label] = float(map_stability(prev, now).float().mean())
+        return out
+
+    def _remember(self, epoch: int, maps: dict[str, Tensor]) -> None:
+        """Append this epoch's maps (downsampled to <= 64 px a side) to the bounded history."""
+        for label, m in maps.items():
+            entries = [(e, x) for e, x in self.history.get(label, []) if e != epoch] + [(epoch, _shrink(m))]
+            self.history[label] = entries[-self.history_size :]
 
     def _get_probe(self, trainer: pl.Trainer, stage: str) -> Probe:
         if stage in self._probes:
@@ -334,7 +492,7 @@ def _check_probe_spec(probe: ProbeSpec) -> ProbeSpec:
     ):
         if not probe:
             raise ValueError("probe indices must not be empty.")
-        return list(probe)
+        return [int(i) for i in probe]
     raise TypeError(
         f"probe must be None, a Tensor [B, C, H, W], a tuple (inputs, labels), or a list of dataset indices, "
         f"got {type(probe).__name__}."
@@ -342,10 +500,10 @@ def _check_probe_spec(probe: ProbeSpec) -> ProbeSpec:
 
 
 def _module_device(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for param in module.parameters():
+        return param.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -353,3 +511,31 @@ def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def _shrink(maps: Tensor, side: int = 64) -> Tensor:
+    """Maps ``[B, 1, H, W]`` area-downsampled so the longer side is at most ``side`` (a copy)."""
+    h, w = maps.shape[-2:]
+    scale = min(1.0, side / max(h, w))
+    if scale == 1.0:
+        return maps.clone()
+    return F.interpolate(maps, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+
+
+def _check_scores(scores: Sequence[str]) -> list[str]:
+    if isinstance(scores, str):
+        scores = [scores]
+    unknown = [s for s in scores if s not in SCORES]
+    if unknown:
+        raise ValueError(f"Unknown score(s) {unknown}. Available: {', '.join(SCORES)}.")
+    return list(dict.fromkeys(scores))
+
+
+@dataclass
+class _Result:
+    """What one logged epoch produced on rank 0."""
+
+    maps: dict[str, Tensor] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)

@@ -12,11 +12,14 @@ from lightning_saliency.methods.base import (
     compute_saliency,
     normalize_maps,
 )
+from lightning_saliency.methods.cameras import CAMERAS
 from lightning_saliency.methods.gradcam import GradCAM, GradCAMPlusPlus
 from lightning_saliency.methods.gradient import Gradient, GradientXInput, SmoothGrad
 from lightning_saliency.methods.registry import METHODS, available_methods, get_method, register_method
+from lightning_saliency.methods.scorecam import ScoreCAM
 
 __all__ = [
+    "CAMERAS",
     "METHODS",
     "CAMMethod",
     "GradCAM",
@@ -27,6 +30,7 @@ __all__ = [
     "GradientXInput",
     "Run",
     "SaliencyMethod",
+    "ScoreCAM",
     "SmoothGrad",
     "available_methods",
     "compute_saliency",

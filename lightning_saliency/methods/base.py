@@ -201,7 +201,7 @@ class GradientMethod(SaliencyMethod):
         """The module whose activation this method reads (``None`` if it reads none)."""
         return self._layers.get(model, inputs, run)[1] if self.uses_layer else None
 
-    def layer_name(self, model: nn.Module, inputs: Tensor, run: Run = Run()) -> str | None:  # noqa: B008
+    def layer_name(self, model: nn.Module, inputs: Tensor, run: Run = Run()) -> str | None:
         """The dotted name of :meth:`layer` (handy to check what ``"auto"`` chose)."""
         return self._layers.get(model, inputs, run)[0] if self.uses_layer else None
 
@@ -264,9 +264,11 @@ def normalize_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
 def check_inputs(inputs: Tensor, targets: Tensor) -> None:
     """Raise a clear error unless ``inputs`` is float ``[B, C, H, W]`` and ``targets`` integer ``[B]``."""
     if not isinstance(inputs, Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
-        got = f"{type(inputs).__name__} of shape {tuple(inputs.shape)} and dtype {inputs.dtype}" if isinstance(
-            inputs, Tensor
-        ) else type(inputs).__name__
+        got = (
+            f"{type(inputs).__name__} of shape {tuple(inputs.shape)} and dtype {inputs.dtype}"
+            if isinstance(inputs, Tensor)
+            else type(inputs).__name__
+        )
         raise ValueError(f"inputs must be a floating-point Tensor [B, C, H, W], got {got}.")
     if not isinstance(targets, Tensor) or targets.shape != inputs.shape[:1] or targets.is_floating_point():
         got = f"shape {tuple(targets.shape)}, dtype {targets.dtype}" if isinstance(targets, Tensor) else repr(targets)

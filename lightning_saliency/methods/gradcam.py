@@ -35,7 +35,7 @@ class GradCAM(CAMMethod):
 
 @register_method("gradcam++")
 class GradCAMPlusPlus(CAMMethod):
-    """Grad-CAM++ with the closed-form alpha of the paper (eq. 19, exponential score):
+    """Grad-CAM++ with the closed-form alpha of the paper (eq. 19, exponential score).
 
     ``alpha_kij = g^2 / (2 g^2 + sum_ab A_kab * g^3)`` with ``g = d S_t / d A_kij``; ``alpha = 0`` where the
     denominator is 0; ``w_k = sum_ij alpha_kij * ReLU(g)``. This is pytorch-grad-cam's ``GradCAMPlusPlus``
@@ -52,5 +52,6 @@ class GradCAMPlusPlus(CAMMethod):
         sum_a = activations.sum((2, 3), keepdim=True)  # [B,K,1,1]
         # With G = s*g: G^2 / (2G^2 + S G^3) = g^2 / (2g^2 + S s g^3), the same alpha without s^3 overflowing.
         denom = 2 * g2 + sum_a * g3 * scale
-        alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+        safe = torch.where(denom != 0, denom, torch.ones_like(denom))
+        alpha = torch.where(denom != 0, g2 / safe, torch.zeros_like(g2))
         return (alpha * torch.relu(grads)).sum((2, 3))  # [B,K]

@@ -83,10 +83,17 @@ class SmoothGrad(GradientMethod):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}.")
         if not isinstance(noise_level, (int, float)) or not 0 <= noise_level < 10:
-            raise ValueError(f"noise_level must be a float in [0, 10) (a fraction of the value range), got {noise_level!r}.")
+            raise ValueError(
+                f"noise_level must be a float in [0, 10) (a fraction of the value range), got {noise_level!r}."
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
-        self.num_samples, self.noise_level, self.batch_size, self.seed = num_samples, float(noise_level), batch_size, seed
+        self.num_samples, self.noise_level, self.batch_size, self.seed = (
+            num_samples,
+            float(noise_level),
+            batch_size,
+            seed,
+        )
 
     def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
         """Unused: SmoothGrad runs its own noisy passes."""

@@ -25,8 +25,8 @@ NAMES = sorted(METHODS)
 # Keep each case fast; keys a constructor does not accept are dropped (so a renamed option degrades gracefully).
 METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"num_samples": 4, "batch_size": 8},
-    "scorecam": {"batch_size": 16, "max_channels": 16},
-    "cameras": {"scales": (1.0, 1.5), "resolutions": (32, 48), "batch_size": 8},
+    "scorecam": {"batch_size": 16},
+    "cameras": {"scales": (1.0, 1.5), "batch_size": 4},
 }
 
 HOOK_DICTS = (
@@ -170,7 +170,9 @@ def test_model_and_global_state_untouched(name, make_cnn, probe_batch):
     assert_same_snapshot(before, snapshot(model))
     assert_same_rng(rng_before, rng_states())
     assert_no_hooks(model)
-    assert model.training and not model.features.training and model.features[1].training
+    assert model.training
+    assert not model.features.training
+    assert model.features[1].training
 
 
 class Bomb(nn.Module):
@@ -199,7 +201,8 @@ def test_hooks_removed_and_state_restored(name, make_cnn, probe_batch):
         try:
             method(model, inputs, targets)
         except RuntimeError as err:
-            assert "boom" in str(err)
+            if "boom" not in str(err):
+                raise
             raised.append(after)
         assert_no_hooks(model)
         assert_same_snapshot(before, snapshot(model))
@@ -228,11 +231,16 @@ def test_inference_mode_and_no_grad(name, make_cnn, probe_batch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_bf16_autocast_close_to_fp32(name, make_cnn, probe_batch):
+@pytest.mark.parametrize("kind", ["bf16-mixed", "bf16-true"])
+def test_bf16_close_to_fp32(name, kind, make_cnn, probe_batch):
     model = make_cnn().eval()
     inputs, targets = probe_batch
-    bf16 = Precision(forward_context=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     expected = build(name)(model, inputs, targets)
+    if kind == "bf16-mixed":  # what Lightning's MixedPrecision plugin gives
+        bf16 = Precision(forward_context=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    else:  # HalfPrecision plugin: bf16 weights, inputs cast before forward
+        model = model.to(torch.bfloat16)
+        bf16 = Precision(convert_input=lambda x: x.to(torch.bfloat16))
     maps = build(name)(model, inputs, targets, precision=bf16)
     check_contract(maps, inputs)
     assert not torch.equal(maps, expected), "autocast had no effect: the forward context was not used"
@@ -267,5 +275,5 @@ def test_engine_shared_pass_equals_separate_calls(make_cnn, probe_batch):
     methods = [build(name) for name in NAMES]
     together = compute_saliency(model, inputs, targets, methods)
     assert len(together) == len(methods)
-    for name, method, maps in zip(NAMES, methods, together, strict=True):
+    for name, maps in zip(NAMES, together, strict=True):
         torch.testing.assert_close(maps, build(name)(model, inputs, targets), rtol=0, atol=1e-5, msg=name)

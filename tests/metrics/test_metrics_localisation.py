@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from lightning_saliency.metrics import EnergyPointingGame, PointingGame, energy_pointing_game, pointing_game, region_masks
+from lightning_saliency.metrics import (
+    EnergyPointingGame,
+    PointingGame,
+    energy_pointing_game,
+    pointing_game,
+    region_masks,
+)
 
 CPU = torch.device("cpu")
 
@@ -20,7 +26,8 @@ def test_box_convention_x_is_column_half_open():
     whole = region_masks((1, 4, 5), boxes=torch.tensor([[0, 0, 5, 4]]), device=CPU)
     assert whole.all()
     clipped = region_masks((1, 4, 5), boxes=torch.tensor([[-3, -3, 1, 1]]), device=CPU)[0]
-    assert clipped.sum() == 1 and clipped[0, 0]
+    assert clipped.sum() == 1
+    assert clipped[0, 0]
 
 
 def test_pointing_game_hits_misses_and_tolerance():
@@ -79,11 +86,11 @@ def test_functional_equals_modular_and_ddp_sum():
     boxes_of = [torch.stack([b[:, 0], b[:, 1], b[:, 3], b[:, 2]], 1) for _, b in batches]  # valid-ish boxes
     for cls, fn in [(PointingGame, pointing_game), (EnergyPointingGame, energy_pointing_game)]:
         whole, r0, r1 = cls(), cls(), cls()
-        for (maps, _), boxes in zip(batches, boxes_of):
+        for (maps, _), boxes in zip(batches, boxes_of, strict=True):
             whole.update(maps, boxes=boxes)
         r0.update(batches[0][0], boxes=boxes_of[0])
         r1.update(batches[1][0], boxes=boxes_of[1])
-        expected = torch.cat([fn(m, boxes=b) for (m, _), b in zip(batches, boxes_of)]).mean()
+        expected = torch.cat([fn(m, boxes=b) for (m, _), b in zip(batches, boxes_of, strict=True)]).mean()
         torch.testing.assert_close(whole.compute(), expected)
         r0.merge_state(r1)
         torch.testing.assert_close(r0.compute(), expected)

@@ -118,7 +118,9 @@ def test_matches_rise_reference(mode, baseline):
     prob_model = nn.Sequential(net, nn.Softmax(1))
     with torch.no_grad():
         target = net(img).argmax(1)
-        ref_curve, ref_auc = rise_curve(prob_model, img, explanation.numpy(), mode, perturbation_baseline(img, baseline), 4)
+        ref_curve, ref_auc = rise_curve(
+            prob_model, img, explanation.numpy(), mode, perturbation_baseline(img, baseline), 4
+        )
     fn = deletion_curve if mode == "del" else insertion_curve
     curve = fn(net, img, target, explanation, steps=16, baseline=baseline)
     np.testing.assert_allclose(curve[0].numpy(), ref_curve, atol=1e-5)
@@ -127,7 +129,9 @@ def test_matches_rise_reference(mode, baseline):
 
 def small_net() -> nn.Module:
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)
+    )
 
 
 def test_random_maps_chunking_and_endpoints():
@@ -190,9 +194,13 @@ def test_average_drop_and_increase_analytic(region_model):
     x = torch.ones(2, 1, 2, 2)
     maps = torch.tensor([[[1.0, 0.5], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])[:, None]
     y, o = sig(8), sig(4 * 1.5)
-    torch.testing.assert_close(average_drop(region_model, x, TARGET.repeat(2), maps), torch.tensor([100 * (y - o) / y, 0.0]))
+    torch.testing.assert_close(
+        average_drop(region_model, x, TARGET.repeat(2), maps), torch.tensor([100 * (y - o) / y, 0.0])
+    )
     # class 1 has P = 1 - sigmoid(s): masking raises it.
-    torch.testing.assert_close(increase_in_confidence(region_model, x, torch.tensor([1, 1]), maps), torch.tensor([100.0, 0]))
+    torch.testing.assert_close(
+        increase_in_confidence(region_model, x, torch.tensor([1, 1]), maps), torch.tensor([100.0, 0])
+    )
     torch.testing.assert_close(average_drop(region_model, x, torch.tensor([1, 1]), maps), torch.tensor([0.0, 0]))
 
 
@@ -246,7 +254,7 @@ def test_ddp_reduction_semantics(cls):
     rank1.update(net, x[2:], t[2:], m[2:])
     # every state is reduced by sum, as DDP's sync would
     for name, reduce in rank0._reductions.items():
-        assert reduce is not None and reduce.__name__ in ("dim_zero_sum",), name
+        assert getattr(reduce, "__name__", None) == "dim_zero_sum", name
     summed = cls()
     for name in summed._defaults:
         setattr(summed, name, getattr(rank0, name) + getattr(rank1, name))

