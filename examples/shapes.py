@@ -57,7 +57,10 @@ def make_shapes(n: int, size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor, 
 
 
 class ShapesDataset(Dataset):
-    """Normalised shape images with their labels (boxes are kept in ``.boxes``)."""
+    """Normalised shape images as dicts ``{"image", "label", "box"}``.
+
+    The ``"box"`` lets SaliencyMonitor score localisation (pointing game, energy pointing game).
+    """
 
     def __init__(self, n: int, size: int = 64, seed: int = 0) -> None:
         images, self.labels, self.boxes = make_shapes(n, size, seed)
@@ -67,8 +70,8 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.images[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"image": self.images[i], "label": self.labels[i], "box": self.boxes[i]}
 
 
 if __name__ == "__main__":  # pragma: no cover

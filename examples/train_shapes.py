@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import CLASSES, MEAN, STD, ShapesDataset  # noqa: E402
+from shapes import CLASSES, MEAN, STD, ShapesDataset
 
-from lightning_saliency import SaliencyMonitor  # noqa: E402
+from lightning_saliency import SaliencyMonitor
 
 
 class SmallCNN(L.LightningModule):
@@ -45,18 +45,18 @@ class SmallCNN(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
         logits = self(x)
         loss = nn.functional.cross_entropy(logits, y)
         self.log(f"{stage}_loss", loss, prog_bar=True)
         self.log(f"{stage}_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], _: int) -> None:
         self._step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -18,6 +18,8 @@ __all__ = ["Probe", "balanced_positions", "probe_from_dataloader", "probe_from_d
 
 _INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values", "img")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class", "cls")
+_BOX_KEYS = ("box", "boxes", "bbox")
+_MASK_KEYS = ("mask", "masks", "segmentation")
 _SCAN_FACTOR = 16  # candidates scanned per requested sample when balancing classes
 
 
@@ -106,6 +108,14 @@ def split_sample(sample: Any) -> tuple[Tensor, Any]:
     )
 
 
+def _region(sample: Any, keys: tuple[str, ...]) -> Tensor | None:
+    """A ground-truth box or mask carried by a dict sample (keys such as ``"box"`` or ``"mask"``), if any."""
+    if not isinstance(sample, Mapping):
+        return None
+    value = next((sample[k] for k in keys if k in sample), None)
+    return None if value is None else torch.as_tensor(value)
+
+
 def _as_label(y: Any) -> int | None:
     if y is None:
         return None
@@ -148,7 +158,8 @@ def probe_from_dataset(dataset: Any, num_samples: int, indices: Sequence[int] | 
     """Take a probe from a map-style dataset, by ``indices`` or chosen deterministically and class-balanced.
 
     Without ``indices``, up to ``16 * num_samples`` evenly spaced samples are scanned and ``num_samples`` taken
-    round-robin over their classes, so a dataset sorted by class still gives a mixed probe.
+    round-robin over their classes, so a dataset sorted by class still gives a mixed probe. Dict samples may
+    carry a ground-truth ``"box"`` (x1, y1, x2, y2) or ``"mask"`` ([H, W]) for the localisation scores.
 
     Raises:
         ValueError: If the dataset is empty or an index is out of range.
@@ -161,14 +172,20 @@ def probe_from_dataset(dataset: Any, num_samples: int, indices: Sequence[int] | 
         if bad:
             raise ValueError(f"probe indices must be in [0, {n - 1}] for a dataset of {n} samples, got {bad}.")
         chosen = [int(i) for i in indices]
-        samples = [split_sample(dataset[i]) for i in chosen]
     else:
         candidates = _evenly_spaced(n, num_samples * _SCAN_FACTOR)
-        scanned = [split_sample(dataset[i]) for i in candidates]
-        positions = balanced_positions([_as_label(y) for _, y in scanned], num_samples)
-        chosen = [candidates[p] for p in positions]
-        samples = [scanned[p] for p in positions]
-    return _stack(samples, chosen)
+        labels = [_as_label(split_sample(dataset[i])[1]) for i in candidates]
+        chosen = [candidates[p] for p in balanced_positions(labels, num_samples)]
+    raw = [dataset[i] for i in chosen]
+    probe = _stack([split_sample(r) for r in raw], chosen)
+    boxes, masks = [_region(r, _BOX_KEYS) for r in raw], [_region(r, _MASK_KEYS) for r in raw]
+    with torch.inference_mode(False):
+        if all(b is not None for b in boxes):
+            probe.boxes = torch.stack([b.detach().clone().float().flatten()[:4] for b in boxes])  # type: ignore[union-attr]
+        if all(m is not None for m in masks):
+            probe.masks = torch.stack([m.detach().clone().bool().squeeze() for m in masks])  # type: ignore[union-attr]
+        probe.__post_init__()  # validate the shapes of what was found
+    return probe
 
 
 def probe_from_dataloader(batches: Iterable[Any], num_samples: int) -> Probe:

@@ -251,3 +251,59 @@ def test_filmstrip_shows_the_last_history_size_epochs(tmp_path):
     assert [s.width for s in strips] == [1 * 96 + 2 * 2, 2 * 96 + 3 * 2, 2 * 96 + 3 * 2]
     assert [epoch for epoch, _ in monitor.history["gradcam"]] == [1, 2]
     assert torch.allclose(monitor.history["gradcam"][-1][1], monitor.last_maps["gradcam"])
+
+
+def test_scores_are_logged_per_method_with_layout_and_curves(tmp_path):
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradient", "gradcam"], num_samples=4, score_steps=4)
+    tr = trainer(tmp_path, [monitor], max_epochs=2)
+    tr.fit(TinyClassifier(), train, val)  # the note about missing boxes is info (a SaliencyWarning would fail)
+    events = read_events(tmp_path)
+    for label in ["gradient", "gradcam"]:
+        for score in ["deletion", "insertion", "average_drop", "increase_in_confidence"]:
+            values = [e.value for e in events["scalars"][f"saliency/{label}/{score}"]]
+            assert len(values) == 2 and all(np.isfinite(values)), (label, score)
+        assert 0 <= monitor.last_scores[label]["deletion"] <= 1
+        # stability needs a previous epoch: logged from the second epoch on
+        assert len(events["scalars"][f"saliency/{label}/map_stability"]) == 1
+        assert f"saliency/{label}/pointing_game" not in events["scalars"]  # no boxes in this probe
+    curves = events["images"]["saliency/curves"]
+    assert len(curves) == 2 and curves[0].width == 2 * 260
+    layout_files = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert any(b"custom_scalars" in f.read_bytes() for f in layout_files)
+
+
+def test_localisation_scores_with_probe_boxes_and_costly_scores_every_n(tmp_path):
+    _, val = loaders()
+    x = torch.randn(2, 3, 16, 16)
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 4.0, 16.0, 16.0]])
+    probe = Probe(x, torch.tensor([0, 1]), boxes=boxes)
+    monitor = SaliencyMonitor(
+        methods=["gradient"],
+        probe=probe,
+        scores=["pointing_game", "energy_pointing_game", "model_randomisation", "saliency_attack"],
+        expensive_every_n_epochs=2,
+    )
+    train, _ = loaders()
+    tr = trainer(tmp_path, [monitor], max_epochs=2)
+    tr.fit(TinyClassifier(), train, val)
+    events = read_events(tmp_path)["scalars"]
+    assert len(events["saliency/gradient/pointing_game"]) == 2
+    assert all(0 <= e.value <= 1 for e in events["saliency/gradient/energy_pointing_game"])
+    assert len(events["saliency/gradient/model_randomisation"]) == 1  # epoch 1 only (every 2 epochs)
+    assert len(events["saliency/gradient/saliency_attack"]) == 1
+    assert events["saliency/gradient/model_randomisation"][0].step == tr.global_step
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+def test_scores_in_validate_under_inference_mode_include_costly_ones(tmp_path):
+    _, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, scores=["deletion", "model_randomisation"])
+    trainer(tmp_path, [monitor], logger=False, inference_mode=True).validate(TinyClassifier(), val, verbose=False)
+    assert set(monitor.last_scores["gradcam"]) == {"deletion", "model_randomisation"}
+    assert 0 <= monitor.last_scores["gradcam"]["model_randomisation"] <= 1
+
+
+def test_unknown_score_is_rejected():
+    with pytest.raises(ValueError, match=r"Unknown score\(s\) \['auc'\]. Available: deletion"):
+        SaliencyMonitor(scores=["auc"])

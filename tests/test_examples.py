@@ -20,7 +20,10 @@ def test_shapes_demo_runs_and_logs_saliency(tmp_path, monkeypatch):
         ["--epochs", "1", "--train-size", "64", "--val-size", "32", "--logdir", str(tmp_path)]
     )
     events = read_events(log_dir)
-    assert {"saliency/overview", "saliency/gradcam", "saliency/smoothgrad"} <= set(events["images"])
+    assert {"saliency/overview", "saliency/gradcam", "saliency/smoothgrad", "saliency/curves"} <= set(events["images"])
+    # the shapes dataset yields dict samples with a "box", so the probe carries boxes and localisation is scored
+    assert 0 <= events["scalars"]["saliency/gradcam/energy_pointing_game"][0].value <= 1
+    assert "saliency/gradcam/pointing_game" in events["scalars"]
     sys.modules.pop("train_shapes", None)
 
 
