@@ -122,9 +122,9 @@ def class_model_visualisation(
     kernel = min(2 * math.ceil(3 * blur_sigma) + 1, 2 * min(shape[1:]) - 1)  # reflect padding needs pad < size
     with preserved_rng([device]), eval_mode(model), gradients_enabled():
         image = _initial_image(init, k, shape, mean, std).to(device)  # [K,C,H,W], a normal (non-inference) tensor
-        targets = targets.to(device)
-        lo = low.to(device) if low is not None else None
-        hi = high.to(device) if high is not None else None
+        targets = targets.to(device, copy=True)  # normal tensors, even under torch.inference_mode
+        lo = low.to(device, copy=True) if low is not None else None
+        hi = high.to(device, copy=True) if high is not None else None
         m1, m2 = torch.zeros_like(image), torch.zeros_like(image)
         for step in range(1, steps + 1):
             x = image.detach().requires_grad_(True)
@@ -256,8 +256,8 @@ def _positive_float(value: float, arg: str) -> float:
 
 
 def _module_device(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for param in module.parameters():
+        return param.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")

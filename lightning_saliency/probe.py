@@ -80,6 +80,16 @@ class Probe:
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
+    def subset(self, rows: Sequence[int]) -> Probe:
+        """The probe restricted to ``rows`` (in that order; repeats allowed)."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long)
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[idx]
+
+        indices = None if self.indices is None else [self.indices[int(i)] for i in idx]
+        return Probe(self.inputs[idx], pick(self.labels), indices, pick(self.boxes), pick(self.masks))
+
 
 def split_sample(sample: Any) -> tuple[Tensor, Any]:
     """``(input, label or None)`` from a dataset sample or batch: a tensor, a tuple/list, or a dict.

@@ -15,7 +15,17 @@ from torchvision.utils import make_grid
 
 from lightning_saliency._colormaps import COLORMAPS
 
-__all__ = ["COLORMAPS", "apply_colormap", "curve_plot", "filmstrip_grid", "method_grid", "overlay", "overview_grid", "to_display"]
+__all__ = [
+    "COLORMAPS",
+    "apply_colormap",
+    "column_grid",
+    "curve_plot",
+    "filmstrip_grid",
+    "method_grid",
+    "overlay",
+    "overview_grid",
+    "to_display",
+]
 
 
 def to_display(inputs: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
@@ -118,6 +128,16 @@ def _title_strip(titles: list[str], cell_width: int, padding: int, width: int) -
     return data.permute(2, 0, 1).float() / 255  # [3,h,W]
 
 
+def column_grid(columns: dict[str, Tensor], *, min_size: int = 96) -> Tensor:
+    """One row per image, one titled column per entry of ``columns`` (each ``[B, 3, H, W]`` in [0, 1]).
+
+    Example:
+        >>> column_grid({"a": torch.rand(2, 3, 8, 8), "b": torch.rand(2, 3, 8, 8)}, min_size=8).shape
+        torch.Size([3, 36, 22])
+    """
+    return _grid([c.float().cpu() for c in columns.values()], list(columns), min_size)
+
+
 def overview_grid(
     images: Tensor,
     maps: dict[str, Tensor],
@@ -211,7 +231,7 @@ def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 260, heigh
     lut = _lut("turbo")
     n = max(len(curves), 1)
     for i, (label, curve) in enumerate(curves.items()):
-        colour = tuple(int(c * 255) for c in lut[int(round(30 + (200 * i) / max(n - 1, 1)))].tolist())
+        colour = tuple(int(c * 255) for c in lut[round(30 + (200 * i) / max(n - 1, 1))].tolist())
         values = torch.nan_to_num(curve.detach().float().cpu().flatten(), nan=0.0).clamp(0, 1).tolist()
         k = max(len(values) - 1, 1)
         points = [(left + (right - left) * j / k, bottom - (bottom - top) * v) for j, v in enumerate(values)]

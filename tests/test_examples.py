@@ -16,9 +16,7 @@ def test_shapes_demo_runs_and_logs_saliency(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import train_shapes
 
-    log_dir = train_shapes.main(
-        ["--epochs", "1", "--train-size", "64", "--val-size", "32", "--logdir", str(tmp_path)]
-    )
+    log_dir = train_shapes.main(["--epochs", "1", "--train-size", "64", "--val-size", "32", "--logdir", str(tmp_path)])
     events = read_events(log_dir)
     assert {"saliency/overview", "saliency/gradcam", "saliency/smoothgrad", "saliency/curves"} <= set(events["images"])
     # the shapes dataset yields dict samples with a "box", so the probe carries boxes and localisation is scored

@@ -61,7 +61,8 @@ def test_box_of_a_noisy_blob_map_beats_a_random_box_and_ignores_a_spurious_spot(
     box = saliency_to_box(maps, "otsu")
     expected = torch.tensor([[25.0 - 6, 12 - 6, 25 + 7, 12 + 7]])  # ~1.5 sigma around the centre
     assert box_iou(box, expected) > 0.5, box
-    assert box[0, 1] > 4 and box[0, 3] < 26  # the spot at rows 28-29 is not part of it
+    assert box[0, 1] > 4
+    assert box[0, 3] < 26
     assert box_iou(mask_to_box(saliency_to_mask(maps, "otsu")), expected) < 0.5  # without the component step it is
 
 
@@ -104,9 +105,12 @@ def test_largest_component_picks_the_bigger_blob_and_matches_scipy(connectivity)
     expected0[5:9, 6:11] = True
     assert torch.equal(out[0], expected0)
     if connectivity == 8:
-        assert out[1].sum() == 5 and out[1, 0, 0] and out[1, 4, 2]
+        assert out[1].sum() == 5
+        assert out[1, 0, 0]
+        assert out[1, 4, 2]
     else:
-        assert out[1].sum() == 4 and out[1, 6:10, 8].all()
+        assert out[1].sum() == 4
+        assert out[1, 6:10, 8].all()
 
     g = torch.Generator().manual_seed(3)
     random_masks = torch.rand(6, 24, 30, generator=g) > 0.5
@@ -124,7 +128,8 @@ def test_largest_component_ties_go_to_the_first_blob_and_empty_stays_empty():
     mask[0, 4:6, 4:6] = True
     mask[0, 0:2, 3:5] = True  # same size, starts first in raster order
     out = largest_component(mask)
-    assert out[0, 0:2, 3:5].all() and out[0].sum() == 4
+    assert out[0, 0:2, 3:5].all()
+    assert out[0].sum() == 4
     assert not out[1].any()
 
 
@@ -159,8 +164,10 @@ def test_draw_localisation_draws_boxes_and_masks_in_their_colours():
     masks = torch.zeros(2, 16, 16, dtype=torch.bool)
     masks[1, 10:14, 10:14] = True
     out = draw_localisation(images, maps, pred, true, masks)
-    assert out.shape == (2, 3, 16, 16) and out.dtype == torch.float32
-    assert 0 <= out.min() and out.max() <= 1
+    assert out.shape == (2, 3, 16, 16)
+    assert out.dtype == torch.float32
+    assert out.min() >= 0
+    assert out.max() <= 1
     red, lime = torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0])
     assert torch.allclose(out[0, :, 3, 5], red)  # top edge of the predicted box (row y1)
     assert torch.allclose(out[0, :, 11, 2], red)  # bottom-left corner (row y2 - 1, column x1)
@@ -185,7 +192,10 @@ def test_draw_localisation_draws_boxes_and_masks_in_their_colours():
         (lambda: box_iou(torch.zeros(2, 4), torch.zeros(3, 4)), r"two \[B, 4\] tensors.*\(2, 4\) and \(3, 4\)"),
         (lambda: mask_iou(torch.ones(1, 2, 2), torch.ones(1, 3, 3)), "masks of the same shape"),
         (lambda: draw_localisation(torch.rand(1, 1, 4, 4), None, torch.zeros(1, 4)), r"images must be displayable"),
-        (lambda: draw_localisation(torch.rand(1, 3, 4, 4), None, torch.zeros(2, 4)), r"boxes_pred must be .*\[B=1, 4\]"),
+        (
+            lambda: draw_localisation(torch.rand(1, 3, 4, 4), None, torch.zeros(2, 4)),
+            r"boxes_pred must be .*\[B=1, 4\]",
+        ),
         (lambda: draw_localisation(torch.rand(1, 3, 4, 4), None, torch.zeros(1, 4), width=0), "width must be"),
     ],
 )

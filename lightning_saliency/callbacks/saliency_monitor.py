@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from lightning_saliency._runtime import OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec
+from lightning_saliency.localisation import draw_localisation, saliency_to_box
 from lightning_saliency.methods import SaliencyMethod, compute_saliency, get_method
 from lightning_saliency.methods.base import GradientMethod, Run, _shares_pass
 from lightning_saliency.metrics import (
@@ -29,7 +30,15 @@ from lightning_saliency.metrics import (
     saliency_attack_score,
 )
 from lightning_saliency.probe import Probe, probe_from_dataloader, probe_from_dataset
-from lightning_saliency.render import COLORMAPS, curve_plot, filmstrip_grid, method_grid, overview_grid, to_display
+from lightning_saliency.render import (
+    COLORMAPS,
+    column_grid,
+    curve_plot,
+    filmstrip_grid,
+    method_grid,
+    overview_grid,
+    to_display,
+)
 
 __all__ = ["SaliencyMonitor"]
 
@@ -44,6 +53,7 @@ _DEFAULT_SCORES = (
     "increase_in_confidence",
     "pointing_game",
     "energy_pointing_game",
+    "localisation_iou",
     "map_stability",
 )
 _EXPENSIVE = ("model_randomisation", "saliency_attack")
@@ -75,11 +85,13 @@ class SaliencyMonitor(Callback):
         every_n_epochs: Log every n-th validation epoch during ``fit`` (``validate``/``test`` always log).
         scores: Scores per method (names in ``lightning_saliency.metrics.SCORES``): ``deletion`` and
             ``insertion`` AUC (Petsiuk et al. 2018), ``average_drop`` and ``increase_in_confidence``
-            (Chattopadhay et al. 2018), ``pointing_game`` and ``energy_pointing_game`` (need probe boxes or
-            masks; otherwise skipped with a one-time note), ``map_stability`` (rank correlation with the previous
-            logged epoch), and the costly ``model_randomisation`` (Adebayo et al. 2018, on a copy of the model)
-            and ``saliency_attack`` (CAMERAS), which run every ``expensive_every_n_epochs``. Pass ``()`` for none.
-            Cost per logged epoch and method: about ``2 * (score_steps + 1) + 2`` forwards of the probe batch.
+            (Chattopadhay et al. 2018), ``pointing_game``, ``energy_pointing_game`` and ``localisation_iou``
+            (need probe boxes or masks, otherwise skipped with a one-time note; the last is the IoU of the box
+            of the map's largest Otsu component, Simonyan et al. 2014), ``map_stability`` (rank correlation
+            with the previous logged epoch), and the costly ``model_randomisation`` (Adebayo et al. 2018, on a
+            copy of the model) and ``saliency_attack`` (CAMERAS), which run every ``expensive_every_n_epochs``.
+            Pass ``()`` for none. Cost per logged epoch and method: about ``2 * (score_steps + 1) + 2``
+            forwards of the probe batch.
         score_steps: Steps of the deletion/insertion curves.
         score_batch_size: Most perturbed images per forward while scoring (bounds memory).
         expensive_every_n_epochs: How often (in epochs) the costly scores run during ``fit``.
@@ -88,6 +100,8 @@ class SaliencyMonitor(Callback):
         colormap: ``"turbo"``, ``"viridis"`` or ``"inferno"``.
         alpha: Opacity of the heat map over the image.
         min_display_size: Small images are upscaled (nearest) until their shorter side has this many pixels.
+        localisation: Log ``saliency/localisation``: each method's weakly-supervised box (Otsu threshold, largest
+            connected component; red) drawn on its overlay, with the probe's true box or mask (green) if known.
         history_size: How many logged epochs the ``saliency/filmstrip/<method>`` grids show (maps are kept on
             the CPU at most 64 px on a side: ``history_size * B * 64 * 64`` floats per method at most).
         output_adapter: Turns the model's output into logits ``[B, num_classes]`` if it is not a tensor, a
@@ -123,6 +137,7 @@ class SaliencyMonitor(Callback):
         colormap: str = "turbo",
         alpha: float = 0.5,
         min_display_size: int = 96,
+        localisation: bool = True,
         history_size: int = 8,
         output_adapter: OutputAdapter | None = None,
         log_prefix: str = "saliency",
@@ -133,6 +148,9 @@ class SaliencyMonitor(Callback):
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.min_display_size = _positive_int(min_display_size, "min_display_size")
         self.history_size = _positive_int(history_size, "history_size")
+        if not isinstance(localisation, bool):
+            raise TypeError(f"localisation must be a bool, got {localisation!r}.")
+        self.localisation = localisation
         self.scores = _check_scores(scores)
         self.score_steps = _positive_int(score_steps, "score_steps")
         self.score_batch_size = _positive_int(score_batch_size, "score_batch_size")
@@ -266,7 +284,7 @@ class SaliencyMonitor(Callback):
             label = method.label
             maps = result.maps[label].to(device)
             start = _now(device)
-            values: dict[str, float] = {}
+            values: dict[str, Tensor] = {}  # name -> [S] per image
             if cheap:
                 scores = evaluate_scores(
                     model,
@@ -280,18 +298,18 @@ class SaliencyMonitor(Callback):
                     steps=self.score_steps,
                     batch_size=self.score_batch_size,
                 )
-                values.update({name: float(scores[name].float().mean()) for name in cheap if name in scores})
+                values.update({name: scores[name].float().cpu() for name in cheap if name in scores})
                 for mode in ("deletion", "insertion"):
                     if f"{mode}_curve" in scores:
-                        result.curves.setdefault(mode, {})[label] = scores[f"{mode}_curve"].float().mean(0).cpu()
+                        result.curves.setdefault(mode, {})[label] = scores[f"{mode}_curve"].float().cpu()
                 for name, reason in scores.skipped.items():
                     self._note(f"SaliencyMonitor skips the score {name!r}: {reason} (give them with the probe).")
             if expensive and "model_randomisation" in self.scores:
                 rho = model_randomisation_score(model, inputs, targets, method, maps=maps, run=run)  # [S,B]
-                values["model_randomisation"] = float(rho.float().mean())
+                values["model_randomisation"] = rho.float().mean(0).cpu()
             if expensive and "saliency_attack" in self.scores:
                 ratio = saliency_attack_score(model, inputs, targets, maps, run=run, bounds=self._input_bounds())
-                values["saliency_attack"] = float(ratio.float().mean())
+                values["saliency_attack"] = ratio.float().cpu()
             result.times[f"scores/{label}"] = _now(device) - start
             result.scores[label] = values
 
@@ -325,16 +343,61 @@ class SaliencyMonitor(Callback):
         return logits.float().argmax(1)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Rank 0 computes and logs; the other ranks do nothing. Nothing below calls a collective.
-        if not trainer.is_global_zero:
-            return
+        # Every rank takes the same probe, computes its share, and joins the same gathers in the same order
+        # (also when its share is padding, or when it failed); rank 0 then renders and logs.
         start = time.perf_counter()
         with preserved_rng([trainer.strategy.root_device]):
             probe = self._get_probe(trainer, stage)
         expensive = trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.expensive_every_n_epochs == 0
-        result = self._evaluate(
-            pl_module, probe, Precision.from_trainer(trainer), with_scores=True, expensive=expensive
-        )
+        world, rank = trainer.world_size, trainer.global_rank
+        share = _shard(len(probe), world, rank)
+        error: Exception | None = None
+        result = _Result()
+        try:
+            precision = Precision.from_trainer(trainer)
+            result = self._evaluate(pl_module, probe.subset(share), precision, with_scores=True, expensive=expensive)
+        except Exception as exc:  # re-raised below, on every rank, after the ranks agreed that one failed
+            error = exc
+        if world > 1:
+            result = self._gather(trainer, result, error, len(probe))
+        elif error is not None:
+            raise error
+        if not trainer.is_global_zero:
+            return
+        self._render_and_log(trainer, stage, probe, result, start)
+
+    def _gather(self, trainer: pl.Trainer, result: _Result, error: Exception | None, size: int) -> _Result:
+        """Gather every rank's share to all ranks (the same collectives on every rank) and undo the sharding."""
+        device = trainer.strategy.root_device
+        failed = trainer.strategy.all_gather(torch.tensor([float(error is not None)], device=device))  # [W,1]
+        if bool(failed.any()):
+            if error is not None:
+                raise error
+            ranks = [r for r, f in enumerate(failed.flatten().tolist()) if f]
+            raise RuntimeError(f"SaliencyMonitor failed on rank(s) {ranks}; see the traceback printed by that rank.")
+
+        def gather(local: Tensor) -> Tensor:  # [S,...] on each rank -> [size,...] in probe order
+            everything = trainer.strategy.all_gather(local.to(device))  # [W,S,...]
+            return everything.flatten(0, 1)[:size].cpu()
+
+        out = _Result(times=result.times)
+        labels = [m.label for m in self.methods]
+        maps = gather(torch.stack([result.maps[label] for label in labels], 1))  # [S,M,1,H,W] -> [B,M,1,H,W]
+        out.maps = {label: maps[:, i].clone() for i, label in enumerate(labels)}
+        names = sorted({n for values in result.scores.values() for n in values})
+        if names:
+            nan = torch.full((len(next(iter(result.maps.values()))),), float("nan"))
+            packed = torch.stack(
+                [torch.stack([result.scores[lb].get(n, nan) for n in names], 1) for lb in labels], 1
+            )  # [S,M,N]
+            values = gather(packed)  # [B,M,N]
+            out.scores = {lb: {n: values[:, i, j] for j, n in enumerate(names)} for i, lb in enumerate(labels)}
+        for mode in sorted(result.curves):
+            curves = gather(torch.stack([result.curves[mode][lb] for lb in labels], 1))  # [B,M,steps+1]
+            out.curves[mode] = {lb: curves[:, i] for i, lb in enumerate(labels)}
+        return out
+
+    def _render_and_log(self, trainer: pl.Trainer, stage: str, probe: Probe, result: _Result, start: float) -> None:
         maps = result.maps
         self.last_maps = maps
         images = to_display(probe.inputs, self.mean, self.std)  # [B,3,H,W]
@@ -343,23 +406,40 @@ class SaliencyMonitor(Callback):
         grids = {f"{prefix}/overview": overview_grid(images, maps, **draw)}  # type: ignore[arg-type]
         for label, m in maps.items():
             grids[f"{prefix}/{label}"] = method_grid(images, m, **draw)  # type: ignore[arg-type]
+        if self.localisation:
+            grids[f"{prefix}/localisation"] = self._localisation_grid(images, maps, probe)
         if stage == "validate":
             if "map_stability" in self.scores:
                 for label, rho in self._stability(trainer.current_epoch, maps).items():
-                    result.scores[label]["map_stability"] = rho
+                    result.scores.setdefault(label, {})["map_stability"] = rho
             self._remember(trainer.current_epoch, maps)
             for label, entries in self.history.items():
                 titles = [f"ep {epoch}" for epoch, _ in entries]
                 strip = filmstrip_grid(images, [m for _, m in entries], titles, **draw)  # type: ignore[arg-type]
                 grids[f"{prefix}/filmstrip/{label}"] = strip
         if result.curves:
-            panels = [curve_plot(c, f"{mode} (mean over probe)") for mode, c in result.curves.items()]
+            mean_curves = {
+                mode: {lb: c.mean(0) for lb, c in by_label.items()} for mode, by_label in result.curves.items()
+            }
+            panels = [curve_plot(c, f"{mode} (mean over probe)") for mode, c in mean_curves.items()]
             grids[f"{prefix}/curves"] = torch.cat(panels, dim=2)
-        self.last_scores = result.scores
+        self.last_scores = {
+            label: {name: float(v.nanmean()) for name, v in values.items() if not bool(v.isnan().all())}
+            for label, values in result.scores.items()
+        }
         result.times["total"] = time.perf_counter() - start
-        scalars = {f"{prefix}/{label}/{name}": v for label, vals in result.scores.items() for name, v in vals.items()}
+        scalars = {f"{prefix}/{lb}/{name}": v for lb, vals in self.last_scores.items() for name, v in vals.items()}
         scalars.update({f"{prefix}/time/{name}": seconds for name, seconds in result.times.items()})
         self._log(trainer, grids, scalars, prefix)
+
+    def _localisation_grid(self, images: Tensor, maps: dict[str, Tensor], probe: Probe) -> Tensor:
+        columns = {"input": images}
+        for label, m in maps.items():
+            predicted = saliency_to_box(m, "otsu")  # [B,4]
+            columns[label] = draw_localisation(
+                images, m, predicted, probe.boxes, probe.masks, alpha=self.alpha, colormap=self.colormap
+            )
+        return column_grid(columns, min_size=self.min_display_size)
 
     def _log(self, trainer: pl.Trainer, grids: dict[str, Tensor], scalars: dict[str, float], prefix: str) -> None:
         step = trainer.global_step
@@ -380,16 +460,16 @@ class SaliencyMonitor(Callback):
         charts["time"] = ["Multiline", [f"{prefix}/time/.*"]]
         return {f"{prefix} scores": charts}
 
-    def _stability(self, epoch: int, maps: dict[str, Tensor]) -> dict[str, float]:
-        """Rank correlation of each map with the previous logged epoch's (at the stored resolution)."""
-        out: dict[str, float] = {}
+    def _stability(self, epoch: int, maps: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Rank correlation of each map with the previous logged epoch's (at the stored resolution), ``[B]``."""
+        out: dict[str, Tensor] = {}
         for label, m in maps.items():
             previous = [x for e, x in self.history.get(label, []) if e < epoch]
             if previous:
                 prev = previous[-1]
                 now = _shrink(m)
                 if prev.shape == now.shape:
-                    out[label] = float(map_stability(prev, now).float().mean())
+                    out[label] = map_stability(prev, now).float()
         return out
 
     def _remember(self, epoch: int, maps: dict[str, Tensor]) -> None:
@@ -535,7 +615,21 @@ def _check_scores(scores: Sequence[str]) -> list[str]:
 class _Result:
     """What one logged epoch produced on rank 0."""
 
-    maps: dict[str, Tensor] = field(default_factory=dict)
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
-    curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
-    times: dict[str, float] = field(default_factory=dict)
+    maps: dict[str, Tensor] = field(default_factory=dict)  # label -> [B,1,H,W]
+    scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # label -> score -> [B] per image
+    curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # "deletion" -> label -> [B, steps+1]
+    times: dict[str, float] = field(default_factory=dict)  # this rank's seconds
+
+
+def _shard(size: int, world: int, rank: int) -> list[int]:
+    """This rank's contiguous share of ``range(size)``, padded by wrap-around to ``ceil(size / world)`` items.
+
+    Every rank gets the same number of items (gathers need equal shapes; an empty share would need special
+    cases); padded items are dropped after gathering, since flattening ``[W, S]`` restores the probe order.
+
+    Example:
+        >>> [_shard(5, 2, r) for r in range(2)], _shard(1, 3, 2)
+        ([[0, 1, 2], [3, 4, 0]], [0])
+    """
+    per_rank = -(-size // world)
+    return [(rank * per_rank + j) % size for j in range(per_rank)]

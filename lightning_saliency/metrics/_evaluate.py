@@ -81,6 +81,12 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             "energy_pointing_game",
             True,
         ),
+        "localisation_iou": ScoreInfo(
+            "IoU of the box (or mask) of the map's largest Otsu component with the ground truth (Simonyan 2014).",
+            True,
+            "lightning_saliency.localisation.saliency_to_box",
+            True,
+        ),
         "model_randomisation": ScoreInfo(
             "Spearman |rho| between maps of the model and of a copy with randomised top layers (sanity check).",
             False,
@@ -100,7 +106,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
 )
 """Score name -> :class:`ScoreInfo`."""
 
-_LOCALISATION = ("pointing_game", "energy_pointing_game")
+_LOCALISATION = ("pointing_game", "energy_pointing_game", "localisation_iou")
 
 
 class Scores(dict[str, Tensor]):
@@ -150,7 +156,8 @@ def evaluate_scores(
 
     All forwards run in ``torch.inference_mode`` (fine inside Lightning's validate/test), chunked to
     ``batch_size`` inputs, with the model in eval mode (restored per submodule) and the global RNG preserved.
-    Average Drop and Increase in Confidence share their two forwards. Localisation scores need ``boxes`` or
+    Average Drop and Increase in Confidence share their two forwards. Localisation scores (pointing games and
+    ``localisation_iou``: Otsu threshold, largest component, box) need ``boxes`` or
     ``masks``; without them they are left out and listed in ``result.skipped`` with the reason.
 
     Args:
@@ -213,6 +220,19 @@ def evaluate_scores(
             result.skipped[name] = "needs boxes or masks"
         elif name == "pointing_game":
             result[name] = pointing_game(maps, boxes, masks, tolerance=pointing_tolerance)
+        elif name == "localisation_iou":
+            result[name] = _localisation_iou(maps, boxes, masks)
         else:
             result[name] = energy_pointing_game(maps, boxes, masks)
     return result
+
+
+def _localisation_iou(maps: Tensor, boxes: Tensor | None, masks: Tensor | None) -> Tensor:
+    """IoU of the map's weakly-supervised localisation with the truth: mask IoU if masks are given, else box IoU."""
+    from lightning_saliency.localisation import box_iou, largest_component, mask_iou, mask_to_box, saliency_to_mask
+
+    predicted = largest_component(saliency_to_mask(maps, "otsu"))  # [B,H,W]
+    if masks is not None:
+        return mask_iou(predicted, masks.to(predicted.device)).float()
+    assert boxes is not None
+    return box_iou(mask_to_box(predicted), boxes.to(predicted.device)).float().to(maps.device)

@@ -1,0 +1,48 @@
+"""Run SaliencyMonitor under ``Trainer(strategy="ddp")`` on CPU (gloo) or on one process; used by test_ddp.py.
+
+    python tests/ddp_run.py OUT_DIR WORLD_SIZE NUM_SAMPLES
+
+Lightning's DDP launcher re-executes this script for the other ranks. Rank 0 saves what the monitor logged
+(maps and score means) to OUT_DIR/result.pt; the TensorBoard events go to OUT_DIR/tb.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import lightning as L
+    import torch
+    from _lightning_models import TinyClassifier, make_data
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader
+
+    from lightning_saliency import SaliencyMonitor
+
+    out, world, num_samples = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    torch.set_num_threads(1)
+    L.seed_everything(0, verbose=False)
+    model = TinyClassifier()
+    val = DataLoader(make_data(24, seed=1), batch_size=8)
+    monitor = SaliencyMonitor(
+        methods=["gradient", "gradcam", "smoothgrad"],
+        num_samples=num_samples,
+        scores=["deletion", "insertion", "average_drop", "model_randomisation"],
+        score_steps=4,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=world,
+        strategy="ddp" if world > 1 else "auto",
+        callbacks=[monitor],
+        logger=TensorBoardLogger(str(out), name="tb"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(model, val, verbose=False)
+    if trainer.is_global_zero:
+        torch.save(
+            {"maps": monitor.last_maps, "scores": monitor.last_scores, "world": trainer.world_size}, out / "result.pt"
+        )

@@ -1,0 +1,52 @@
+"""Two-process DDP on CPU (gloo): sharded probe, gathered to rank 0, equal to the single-process result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _lightning_models import read_events
+
+SCRIPT = Path(__file__).resolve().parent / "ddp_run.py"
+
+
+def _run(out: Path, world: int, num_samples: int) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), str(world), str(num_samples)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return torch.load(out / "result.pt", weights_only=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_samples", [5, 1], ids=["uneven-shares", "rank1-only-padding"])
+def test_ddp_two_processes_equal_single_process(tmp_path, num_samples):
+    single = _run(tmp_path / "single", 1, num_samples)
+    ddp = _run(tmp_path / "ddp", 2, num_samples)
+    assert ddp["world"] == 2 and single["world"] == 1
+
+    assert ddp["maps"].keys() == single["maps"].keys()
+    for label, maps in single["maps"].items():
+        assert ddp["maps"][label].shape == maps.shape == (num_samples, 1, 16, 16)
+        torch.testing.assert_close(ddp["maps"][label], maps, atol=1e-5, rtol=0)
+    assert ddp["scores"].keys() == single["scores"].keys()
+    for label, scores in single["scores"].items():
+        assert set(scores) == {"deletion", "insertion", "average_drop", "model_randomisation"}
+        for name, value in scores.items():
+            assert ddp["scores"][label][name] == pytest.approx(value, abs=1e-5), (label, name)
+
+    events = read_events(tmp_path / "ddp")
+    assert len(events["images"]["saliency/overview"]) == 1  # rank 0 alone wrote images, once
+    assert len(list((tmp_path / "ddp").rglob("events.out.tfevents.*"))) == 1
+    assert events["scalars"]["saliency/gradcam/deletion"][0].value == pytest.approx(
+        single["scores"]["gradcam"]["deletion"], abs=1e-5
+    )
