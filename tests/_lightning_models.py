@@ -70,16 +70,16 @@ def trainer(tmp_path, callbacks=(), logger=True, **kwargs) -> L.Trainer:
 
     if logger is True:
         logger = TensorBoardLogger(str(tmp_path), name="tb")
-    defaults = dict(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-    )
+    defaults = {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+        "deterministic": True,
+    }
     defaults.update(kwargs)
     return L.Trainer(callbacks=list(callbacks), logger=logger, default_root_dir=str(tmp_path), **defaults)
 

@@ -132,7 +132,7 @@ def test_without_tensorboard_warns_once_and_logs_timings_to_other_loggers(tmp_pa
 
 @pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_probe_is_deterministic_and_class_balanced(tmp_path):
-    _, val = loaders(n=96)
+    _, _val = loaders(n=96)
     # a class-sorted validation set: a naive "first 8" probe would hold one class only
     ds = make_data(96)
     order = torch.argsort(ds.tensors[1], stable=True)
@@ -262,13 +262,15 @@ def test_scores_are_logged_per_method_with_layout_and_curves(tmp_path):
     for label in ["gradient", "gradcam"]:
         for score in ["deletion", "insertion", "average_drop", "increase_in_confidence"]:
             values = [e.value for e in events["scalars"][f"saliency/{label}/{score}"]]
-            assert len(values) == 2 and all(np.isfinite(values)), (label, score)
+            assert len(values) == 2, (label, score)
+            assert all(np.isfinite(values)), (label, score)
         assert 0 <= monitor.last_scores[label]["deletion"] <= 1
         # stability needs a previous epoch: logged from the second epoch on
         assert len(events["scalars"][f"saliency/{label}/map_stability"]) == 1
         assert f"saliency/{label}/pointing_game" not in events["scalars"]  # no boxes in this probe
     curves = events["images"]["saliency/curves"]
-    assert len(curves) == 2 and curves[0].width == 2 * 260
+    assert len(curves) == 2
+    assert curves[0].width == 2 * 260
     layout_files = list(tmp_path.rglob("events.out.tfevents.*"))
     assert any(b"custom_scalars" in f.read_bytes() for f in layout_files)
 

@@ -32,7 +32,8 @@ def _run(out: Path, world: int, num_samples: int) -> dict:
 def test_ddp_two_processes_equal_single_process(tmp_path, num_samples):
     single = _run(tmp_path / "single", 1, num_samples)
     ddp = _run(tmp_path / "ddp", 2, num_samples)
-    assert ddp["world"] == 2 and single["world"] == 1
+    assert ddp["world"] == 2
+    assert single["world"] == 1
 
     assert ddp["maps"].keys() == single["maps"].keys()
     for label, maps in single["maps"].items():

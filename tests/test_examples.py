@@ -32,7 +32,10 @@ def test_shapes_boxes_contain_the_object():
     finally:
         sys.path.remove(str(EXAMPLES))
     images, labels, boxes = make_shapes(30, size=64, seed=3)
-    assert images.shape == (30, 3, 64, 64) and images.min() >= 0 and images.max() <= 1
+    assert images.shape == (30, 3, 64, 64)
+    assert images.min() >= 0
+    assert images.max() <= 1
     assert labels.bincount().tolist() == [10, 10, 10]
     assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
-    assert boxes.min() >= 0 and boxes.max() <= 64
+    assert boxes.min() >= 0
+    assert boxes.max() <= 64

@@ -32,9 +32,12 @@ def test_probe_from_dict_dataset_takes_boxes_and_masks_balanced():
     probe = probe_from_dataset(DictDataset(20), 4)
     assert probe.inputs.shape == (4, 1, 6, 5)
     assert sorted(probe.labels.tolist()) == [0, 1, 2, 3]  # 4 classes of 5 samples each
-    assert probe.boxes.shape == (4, 4) and probe.masks.shape == (4, 6, 5) and probe.masks.dtype == torch.bool
+    assert probe.boxes.shape == (4, 4)
+    assert probe.masks.shape == (4, 6, 5)
+    assert probe.masks.dtype == torch.bool
     i = probe.indices[1]
-    assert probe.inputs[1].eq(float(i)).all() and probe.boxes[1].tolist() == [0, 0, 2, 1 + i % 4]
+    assert probe.inputs[1].eq(float(i)).all()
+    assert probe.boxes[1].tolist() == [0, 0, 2, 1 + i % 4]
     assert probe_from_dataset(DictDataset(20), 4).indices == probe.indices  # deterministic
 
 
@@ -52,7 +55,8 @@ def test_probe_from_iterable_dataloader():
                 yield torch.randn(3, 4, 4), i % 2
 
     probe = probe_from_dataloader(DataLoader(Stream(), batch_size=8), 4)
-    assert probe.inputs.shape == (4, 3, 4, 4) and probe.labels.tolist() == [0, 1, 0, 1]
+    assert probe.inputs.shape == (4, 3, 4, 4)
+    assert probe.labels.tolist() == [0, 1, 0, 1]
     assert probe.indices is None
 
 
@@ -60,7 +64,8 @@ def test_probe_made_from_inference_tensors_is_a_normal_tensor():
     with torch.inference_mode():
         x = torch.randn(2, 3, 4, 4)
         probe = Probe(x, torch.tensor([0, 1]))
-    assert not torch.is_inference(probe.inputs) and not torch.is_inference(probe.labels)
+    assert not torch.is_inference(probe.inputs)
+    assert not torch.is_inference(probe.labels)
     probe.inputs.requires_grad_(True)  # would raise for an inference tensor
 
 

@@ -19,10 +19,12 @@ def test_to_display_channels_and_ranges():
     gray = torch.rand(1, 1, 4, 6)
     shown = to_display(gray)
     assert shown.shape == (1, 3, 4, 6)
-    assert torch.equal(shown[:, 0], gray[:, 0]) and torch.equal(shown[:, 2], gray[:, 0])
+    assert torch.equal(shown[:, 0], gray[:, 0])
+    assert torch.equal(shown[:, 2], gray[:, 0])
     wide = torch.randn(2, 3, 4, 4) * 5  # outside [0, 1]: min-max per image
     shown = to_display(wide)
-    assert shown.amin((1, 2, 3)).tolist() == [0.0, 0.0] and torch.allclose(shown.amax((1, 2, 3)), torch.ones(2))
+    assert shown.amin((1, 2, 3)).tolist() == [0.0, 0.0]
+    assert torch.allclose(shown.amax((1, 2, 3)), torch.ones(2))
     assert to_display(torch.rand(1, 5, 3, 3)).shape == (1, 3, 3, 3)  # many channels -> grey mean
     nan = torch.full((1, 3, 2, 2), float("nan"))
     assert not to_display(nan).isnan().any()
@@ -62,7 +64,8 @@ def test_grids_are_laid_out_row_per_image_and_handle_non_square():
     maps = {"a": torch.rand(3, 1, 10, 6), "b": torch.rand(3, 1, 10, 6)}
     grid = overview_grid(images, maps, min_size=6)
     assert grid.shape == (3, 14 + 3 * 10 + 4 * 2, 3 * 6 + 4 * 2)  # title strip + 3 rows; input + 2 columns
-    assert grid.min() >= 0 and grid.max() <= 1
+    assert grid.min() >= 0
+    assert grid.max() <= 1
     # the first cell below the title strip is the first input image
     assert torch.allclose(grid[:, 14 + 2 : 14 + 12, 2:8], images[0])
     big = method_grid(images, maps["a"], min_size=30)  # shorter side 6 -> x5

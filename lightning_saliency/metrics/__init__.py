@@ -13,6 +13,7 @@ from lightning_saliency.metrics.functional import (
     energy_pointing_game,
     increase_in_confidence,
     insertion_curve,
+    localisation_iou,
     map_stability,
     masked_attack_norm,
     model_randomisation_score,
@@ -23,7 +24,7 @@ from lightning_saliency.metrics.functional import (
     saliency_attack_score,
     spearman,
 )
-from lightning_saliency.metrics.localisation import EnergyPointingGame, PointingGame
+from lightning_saliency.metrics.localisation import EnergyPointingGame, LocalisationIoU, PointingGame
 from lightning_saliency.metrics.perturbation import AverageDrop, DeletionAUC, IncreaseInConfidence, InsertionAUC
 from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
 from lightning_saliency.metrics.stability import MapStability
@@ -35,6 +36,7 @@ __all__ = [
     "EnergyPointingGame",
     "IncreaseInConfidence",
     "InsertionAUC",
+    "LocalisationIoU",
     "MapStability",
     "ModelRandomisation",
     "PointingGame",
@@ -48,6 +50,7 @@ __all__ = [
     "evaluate_scores",
     "increase_in_confidence",
     "insertion_curve",
+    "localisation_iou",
     "map_stability",
     "masked_attack_norm",
     "model_randomisation_score",

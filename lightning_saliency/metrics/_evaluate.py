@@ -16,7 +16,7 @@ from lightning_saliency.metrics.functional._common import (
     _pixel_ranks,
     _scoring,
 )
-from lightning_saliency.metrics.functional.localisation import energy_pointing_game, pointing_game
+from lightning_saliency.metrics.functional.localisation import energy_pointing_game, localisation_iou, pointing_game
 from lightning_saliency.metrics.functional.perturbation import (
     DEFAULT_STEPS,
     Baseline,
@@ -84,7 +84,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
         "localisation_iou": ScoreInfo(
             "IoU of the box (or mask) of the map's largest Otsu component with the ground truth (Simonyan 2014).",
             True,
-            "lightning_saliency.localisation.saliency_to_box",
+            "localisation_iou",
             True,
         ),
         "model_randomisation": ScoreInfo(
@@ -221,18 +221,7 @@ def evaluate_scores(
         elif name == "pointing_game":
             result[name] = pointing_game(maps, boxes, masks, tolerance=pointing_tolerance)
         elif name == "localisation_iou":
-            result[name] = _localisation_iou(maps, boxes, masks)
+            result[name] = localisation_iou(maps, boxes, masks)
         else:
             result[name] = energy_pointing_game(maps, boxes, masks)
     return result
-
-
-def _localisation_iou(maps: Tensor, boxes: Tensor | None, masks: Tensor | None) -> Tensor:
-    """IoU of the map's weakly-supervised localisation with the truth: mask IoU if masks are given, else box IoU."""
-    from lightning_saliency.localisation import box_iou, largest_component, mask_iou, mask_to_box, saliency_to_mask
-
-    predicted = largest_component(saliency_to_mask(maps, "otsu"))  # [B,H,W]
-    if masks is not None:
-        return mask_iou(predicted, masks.to(predicted.device)).float()
-    assert boxes is not None
-    return box_iou(mask_to_box(predicted), boxes.to(predicted.device)).float().to(maps.device)

@@ -1,4 +1,4 @@
-"""Localisation metrics (modular): pointing game and energy-based pointing game."""
+"""Localisation metrics (modular): pointing game, energy-based pointing game, localisation IoU."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 from torch import Tensor
 
 from lightning_saliency.metrics._base import _MeanScore
-from lightning_saliency.metrics.functional.localisation import energy_pointing_game, pointing_game
+from lightning_saliency.metrics.functional.localisation import energy_pointing_game, localisation_iou, pointing_game
 
-__all__ = ["EnergyPointingGame", "PointingGame"]
+__all__ = ["EnergyPointingGame", "LocalisationIoU", "PointingGame"]
 
 
 class PointingGame(_MeanScore):
@@ -65,3 +65,28 @@ class EnergyPointingGame(_MeanScore):
     def update(self, maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> None:
         """Score a batch of ``maps [B, 1, H, W]`` against ``boxes [B, 4]`` or ``masks [B, H, W]``."""
         self._accumulate(energy_pointing_game(maps, boxes, masks))
+
+
+class LocalisationIoU(_MeanScore):
+    """Mean weakly-supervised localisation IoU (Simonyan et al. 2014), higher is better.
+
+    See :func:`~lightning_saliency.metrics.functional.localisation_iou` (Otsu threshold, largest component).
+
+    Args:
+        kwargs: Passed to :class:`torchmetrics.Metric`.
+
+    Example:
+        >>> import torch
+        >>> maps = torch.zeros(1, 1, 8, 8)
+        >>> maps[0, 0, 2:6, 1:5] = 1.0
+        >>> metric = LocalisationIoU()
+        >>> metric.update(maps, boxes=torch.tensor([[1.0, 2.0, 5.0, 6.0]]))
+        >>> metric.compute()
+        tensor(1.)
+    """
+
+    higher_is_better: bool = True
+
+    def update(self, maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> None:
+        """Score a batch of ``maps [B, 1, H, W]`` against ``boxes [B, 4]`` or ``masks [B, H, W]``."""
+        self._accumulate(localisation_iou(maps, boxes, masks))

@@ -8,6 +8,7 @@ from lightning_saliency.metrics import (
     EnergyPointingGame,
     IncreaseInConfidence,
     InsertionAUC,
+    LocalisationIoU,
     MapStability,
     ModelRandomisation,
     PointingGame,
@@ -22,7 +23,15 @@ from lightning_saliency.metrics import (
     pointing_game,
 )
 
-CHEAP = ["deletion", "insertion", "average_drop", "increase_in_confidence", "pointing_game", "energy_pointing_game"]
+CHEAP = [
+    "deletion",
+    "insertion",
+    "average_drop",
+    "increase_in_confidence",
+    "pointing_game",
+    "energy_pointing_game",
+    "localisation_iou",
+]
 
 
 def test_scores_equal_the_functions_under_inference_mode(tiny_cnn, probe_batch):
@@ -54,7 +63,7 @@ def test_scores_equal_the_functions_under_inference_mode(tiny_cnn, probe_batch):
 def test_localisation_skipped_without_regions_and_constant_maps(tiny_cnn, probe_batch):
     inputs, targets = probe_batch
     scores = evaluate_scores(tiny_cnn, inputs, targets, torch.zeros(4, 1, 32, 32), CHEAP, steps=2)
-    assert set(scores.skipped) == {"pointing_game", "energy_pointing_game"}
+    assert set(scores.skipped) == {"pointing_game", "energy_pointing_game", "localisation_iou"}
     assert "pointing_game" not in scores
     assert all(not torch.isnan(v).any() for v in scores.values())
     torch.testing.assert_close(scores["average_drop"] >= 0, torch.ones(4, dtype=torch.bool))
@@ -77,6 +86,7 @@ def test_registry_agrees_with_metric_classes():
         "increase_in_confidence": IncreaseInConfidence,
         "pointing_game": PointingGame,
         "energy_pointing_game": EnergyPointingGame,
+        "localisation_iou": LocalisationIoU,
         "model_randomisation": ModelRandomisation,
         "saliency_attack": SaliencyAttack,
         "map_stability": MapStability,

@@ -95,3 +95,23 @@ def test_functional_equals_modular_and_ddp_sum():
         r0.merge_state(r1)
         torch.testing.assert_close(r0.compute(), expected)
         assert cls.higher_is_better is True
+
+
+def test_localisation_iou_functional_equals_modular_and_handles_masks_and_empty():
+    from lightning_saliency.metrics import LocalisationIoU, localisation_iou
+
+    maps = torch.zeros(3, 1, 10, 10)
+    maps[0, 0, 1:5, 2:6] = 1.0  # box (2, 1, 6, 5)
+    maps[1, 0, 5:, 5:] = 1.0  # box (5, 5, 10, 10)
+    # image 2: constant map -> empty prediction -> IoU 0
+    boxes = torch.tensor([[2.0, 1.0, 6.0, 5.0], [5.0, 5.0, 10.0, 8.0], [0.0, 0.0, 4.0, 4.0]])
+    iou = localisation_iou(maps, boxes=boxes)
+    assert iou.tolist() == pytest.approx([1.0, 15 / 25, 0.0])
+    metric = LocalisationIoU()
+    metric.update(maps[:2], boxes=boxes[:2])
+    metric.update(maps[2:], boxes=boxes[2:])
+    assert metric.compute().item() == pytest.approx(iou.mean().item())
+    masks = maps[:, 0] > 0
+    assert localisation_iou(maps, masks=masks).tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="needs boxes"):
+        localisation_iou(maps)

@@ -6,7 +6,12 @@ the paper's score is their mean, which the :mod:`lightning_saliency.metrics` cla
 
 from lightning_saliency.metrics.functional.attack import masked_attack_norm, saliency_attack_score
 from lightning_saliency.metrics.functional.correlation import map_stability, spearman
-from lightning_saliency.metrics.functional.localisation import energy_pointing_game, pointing_game, region_masks
+from lightning_saliency.metrics.functional.localisation import (
+    energy_pointing_game,
+    localisation_iou,
+    pointing_game,
+    region_masks,
+)
 from lightning_saliency.metrics.functional.perturbation import (
     DEFAULT_STEPS,
     average_drop,
@@ -26,6 +31,7 @@ __all__ = [
     "energy_pointing_game",
     "increase_in_confidence",
     "insertion_curve",
+    "localisation_iou",
     "map_stability",
     "masked_attack_norm",
     "model_randomisation_score",

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from lightning_saliency.metrics.functional._common import _check_maps
 
-__all__ = ["energy_pointing_game", "pointing_game", "region_masks"]
+__all__ = ["energy_pointing_game", "pointing_game", "region_masks", "localisation_iou"]
 
 
 def region_masks(
@@ -131,3 +131,36 @@ def energy_pointing_game(maps: Tensor, boxes: Tensor | None = None, masks: Tenso
     inside = (maps * regions).flatten(1).sum(1)  # [B]
     total = maps.flatten(1).sum(1)  # [B]
     return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
+
+
+def localisation_iou(maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> Tensor:
+    """Weakly-supervised localisation quality per image (Simonyan et al. 2014, section 6), higher is better.
+
+    Each map is thresholded with Otsu's method and its largest 8-connected component kept
+    (:mod:`lightning_saliency.localisation`); the score is the IoU of that component's bounding box with
+    ``boxes`` (``(x1, y1, x2, y2)``, x = column, half-open), or of the component itself with ``masks`` when
+    masks are given. An empty prediction scores 0. The paper's GraphCut refinement is not applied.
+
+    Args:
+        maps: ``[B, 1, H, W]`` saliency maps.
+        boxes: ``[B, 4]`` true boxes.
+        masks: ``[B, H, W]`` true masks (take precedence over boxes).
+
+    Returns:
+        ``[B]`` IoU in [0, 1].
+
+    Example:
+        >>> maps = torch.zeros(1, 1, 8, 8)
+        >>> maps[0, 0, 2:6, 1:5] = 1.0
+        >>> localisation_iou(maps, boxes=torch.tensor([[1.0, 2.0, 5.0, 8.0]]))
+        tensor([0.6667])
+    """
+    from lightning_saliency.localisation import box_iou, largest_component, mask_iou, mask_to_box, saliency_to_mask
+
+    if boxes is None and masks is None:
+        raise ValueError("localisation_iou needs boxes [B, 4] or masks [B, H, W], got neither.")
+    predicted = largest_component(saliency_to_mask(maps, "otsu"))  # [B,H,W]
+    if masks is not None:
+        return mask_iou(predicted, masks.to(predicted.device)).float()
+    assert boxes is not None
+    return box_iou(mask_to_box(predicted), boxes.to(predicted.device)).float()
