@@ -309,3 +309,41 @@ def test_scores_in_validate_under_inference_mode_include_costly_ones(tmp_path):
 def test_unknown_score_is_rejected():
     with pytest.raises(ValueError, match=r"Unknown score\(s\) \['auc'\]. Available: deletion"):
         SaliencyMonitor(scores=["auc"])
+
+
+def test_resume_from_checkpoint_continues_probe_and_history(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    train, val = loaders(n=96)
+    first = SaliencyMonitor(methods=["gradcam"], num_samples=4, scores=["map_stability"])
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path / "a", [first, ckpt], max_epochs=2, enable_checkpointing=True).fit(TinyClassifier(), train, val)
+    assert [e for e, _ in first.history["gradcam"]] == [0, 1]
+
+    resumed = SaliencyMonitor(methods=["gradcam"], num_samples=4, scores=["map_stability"])
+    tr = trainer(tmp_path / "b", [resumed], max_epochs=3, enable_checkpointing=True)
+    tr.fit(TinyClassifier(), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+
+    assert resumed.state_dict()["probe_indices"] == first.state_dict()["probe_indices"]
+    assert torch.equal(resumed._probes["validate"].inputs, first._probes["validate"].inputs)  # the same images
+    assert [e for e, _ in resumed.history["gradcam"]] == [0, 1, 2]  # the series continues
+    torch.testing.assert_close(resumed.history["gradcam"][1][1], first.history["gradcam"][1][1])
+    events = read_events(tmp_path / "b")
+    assert len(events["scalars"]["saliency/gradcam/map_stability"]) == 1  # epoch 2 against the restored epoch 1
+    strip = events["images"]["saliency/filmstrip/gradcam"][0]
+    assert strip.width == 3 * 96 + 4 * 2  # three epochs in the resumed run's first filmstrip
+    overview_a = read_events(tmp_path / "a")["images"]["saliency/overview"][0].encoded_image_string
+    overview_b = events["images"]["saliency/overview"][0].encoded_image_string
+    assert overview_a != overview_b  # different maps (trained further) ...
+    assert first.state_key == resumed.state_key  # ... of the same probe, restored through the same key
+
+
+@pytest.mark.parametrize("strategy", ["FSDPStrategy"])
+def test_unsupported_sharded_strategy_raises_at_setup(strategy):
+    from types import SimpleNamespace
+
+    from lightning.pytorch import strategies
+
+    fake_trainer = SimpleNamespace(strategy=getattr(strategies, strategy)(), loggers=[])
+    with pytest.raises(ValueError, match=rf"does not support strategy={strategy}.*Use DDP"):
+        SaliencyMonitor().setup(fake_trainer, None, "fit")

@@ -57,6 +57,10 @@ _DEFAULT_SCORES = (
     "map_stability",
 )
 _EXPENSIVE = ("model_randomisation", "saliency_attack")
+# Strategies whose forward needs every rank (sharded parameters): the methods run data-dependent numbers of
+# forwards per rank (Score-CAM skips dead channels, attacks stop early), which would deadlock them.
+_UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+_STATE_VERSION = 1
 _STAGE_PREFIX = {"validate": "", "test": "_test"}
 
 
@@ -197,7 +201,19 @@ class SaliencyMonitor(Callback):
         return self._generate_state_key(methods=[m.label for m in self.methods], log_prefix=self.log_prefix)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check the environment: a TensorBoard logger is needed to see images."""
+        """Check the environment: a supported strategy; a TensorBoard logger to see images.
+
+        Raises:
+            ValueError: Under FSDP, DeepSpeed or ModelParallel strategies (sharded parameters).
+        """
+        names = [cls.__name__ for cls in type(trainer.strategy).__mro__]
+        unsupported = next((n for n in names if n in _UNSUPPORTED_STRATEGIES), None)
+        if unsupported is not None:
+            raise ValueError(
+                f"SaliencyMonitor does not support strategy={type(trainer.strategy).__name__} ({unsupported}): its "
+                "forward needs every rank, while saliency methods run a data-dependent number of forwards on each "
+                "rank's share of the probe. Use DDP (strategy='ddp'), or remove the callback for this run."
+            )
         if not self._tensorboard_loggers(trainer) and not self._warned_no_tensorboard:
             self._warned_no_tensorboard = True
             rank_zero_warn(
@@ -219,14 +235,31 @@ class SaliencyMonitor(Callback):
         self._run(trainer, pl_module, "test")
 
     def state_dict(self) -> dict[str, Any]:
-        """What identifies the probe (dataset indices, not tensors)."""
-        return {"probe_indices": self._probe_indices, "num_samples": self.num_samples}
+        """What resuming needs: the probe's identity (dataset indices, not tensors) and the map history.
+
+        The history is bounded (``history_size`` epochs of maps at most 64 px a side) and feeds the filmstrips
+        and ``map_stability`` of the resumed run.
+        """
+        return {
+            "version": _STATE_VERSION,
+            "probe_indices": self._probe_indices,
+            "num_samples": self.num_samples,
+            "history": {label: [(epoch, m.clone()) for epoch, m in entries] for label, entries in self.history.items()},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the probe identity saved by :meth:`state_dict`."""
+        """Restore the probe identity and the map history saved by :meth:`state_dict`."""
         indices = state_dict.get("probe_indices")
         if indices is not None and self._probe_spec is None:
             self._probe_spec = [int(i) for i in indices]
+            self._probe_indices = list(self._probe_spec)
+        labels = {m.label for m in self.methods}
+        history = state_dict.get("history", {})
+        self.history = {
+            label: [(int(epoch), m.float().cpu()) for epoch, m in entries][-self.history_size :]
+            for label, entries in history.items()
+            if label in labels
+        }
 
     # ------------------------------------------------------------------ the work
 
