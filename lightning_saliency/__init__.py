@@ -5,7 +5,7 @@ and timings of a fixed probe batch to TensorBoard, without changing training.
 """
 
 from lightning_saliency._runtime import Precision, eval_mode, gradients_enabled, preserved_rng
-from lightning_saliency.callbacks import ClassModelMonitor, SaliencyMonitor
+from lightning_saliency.callbacks import Alarm, ClassModelMonitor, SaliencyMonitor
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import find_target_layer, resolve_target_layer
 from lightning_saliency.methods import (
@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CAMERAS",
+    "Alarm",
     "METHODS",
     "ClassModelMonitor",
     "GradCAM",

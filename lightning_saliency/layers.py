@@ -32,7 +32,9 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
     The forward runs in eval mode without gradients; the model's modes, buffers and the RNG streams are left as found.
 
     Returns:
-        ``[(name, output_shape), ...]``; a module that runs more than once appears once, at its last run.
+        ``[(name, output_shape), ...]``. Modules that run more than once in the forward (one activation module
+        shared by several stages, as in EfficientNet-Lite's ``_swish``, or a ResNet block's ``relu``) are left
+        out: their activation is ambiguous.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -40,9 +42,11 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
         [('0', (1, 4, 6, 6)), ('1', (1, 4, 6, 6)), ('2', (1, 4, 1, 1))]
     """
     order: dict[str, tuple[int, ...]] = {}
+    runs: dict[str, int] = {}
 
     def record(name: str) -> Any:
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            runs[name] = runs.get(name, 0) + 1
             if isinstance(output, Tensor) and output.ndim == 4:
                 order.pop(name, None)
                 order[name] = tuple(output.shape)
@@ -58,7 +62,7 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
     finally:
         for handle in handles:
             handle.remove()
-    return list(order.items())
+    return [(name, shape) for name, shape in order.items() if runs[name] == 1]
 
 
 def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = FP32) -> str:

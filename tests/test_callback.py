@@ -161,7 +161,7 @@ def test_probe_given_as_tensors_indices_and_targets_options(tmp_path):
     assert monitor.state_dict()["probe_indices"] == [0, 5]
     assert monitor.last_maps["gradcam"].shape[0] == 2
 
-    monitor = SaliencyMonitor(methods=["gradient"], probe=x)  # no labels, targets='label'
+    monitor = SaliencyMonitor(methods=["gradient"], probe=x, strict=True)  # no labels, targets='label'
     with pytest.raises(ValueError, match="targets='label' needs labels"):
         trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
 
@@ -218,7 +218,7 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
 @pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_wrong_target_layer_name_lists_candidates(tmp_path):
     _, val = loaders()
-    monitor = SaliencyMonitor(methods=["gradcam"], target_layer="layer4", num_samples=2)
+    monitor = SaliencyMonitor(methods=["gradcam"], target_layer="layer4", num_samples=2, strict=True)
     with pytest.raises(ValueError, match=r"target_layer='layer4' is not a module of TinyClassifier.*features"):
         trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
 
@@ -227,7 +227,8 @@ def test_wrong_target_layer_name_lists_candidates(tmp_path):
 def test_hooks_are_removed_after_an_error_in_the_trainer(tmp_path):
     _, val = loaders()
     model = TinyClassifier()
-    monitor = SaliencyMonitor(methods=["gradcam"], probe=(torch.randn(2, 3, 16, 16), torch.tensor([0, 9])))
+    probe = (torch.randn(2, 3, 16, 16), torch.tensor([0, 9]))
+    monitor = SaliencyMonitor(methods=["gradcam"], probe=probe, strict=True)
     with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 3\].*\[9\]"):
         trainer(tmp_path, [monitor], logger=False).validate(model, val, verbose=False)
     assert all(not m._forward_hooks for m in model.modules())
@@ -347,3 +348,93 @@ def test_unsupported_sharded_strategy_raises_at_setup(strategy):
     fake_trainer = SimpleNamespace(strategy=getattr(strategies, strategy)(), loggers=[])
     with pytest.raises(ValueError, match=rf"does not support strategy={strategy}.*Use DDP"):
         SaliencyMonitor().setup(fake_trainer, None, "fit")
+
+
+def test_errors_are_reported_once_and_training_continues_unless_strict(tmp_path):
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], target_layer="nope", num_samples=2)
+    model = TinyClassifier()
+    tr = trainer(tmp_path, [monitor], max_epochs=3)
+    with pytest.warns(SaliencyWarning, match=r"skipped its work at epoch 0 \(validate\).*target_layer='nope'") as rec:
+        tr.fit(model, train, val)
+    assert sum(issubclass(w.category, SaliencyWarning) for w in rec) == 1  # once, not every epoch
+    assert tr.current_epoch == 3  # training finished
+    assert all(not m._forward_hooks for m in model.modules())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events_file,) = tmp_path.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events_file), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert "saliency/errors/text_summary" in acc.Tags()["tensors"]
+    assert len(acc.Tensors("saliency/errors/text_summary")) == 3  # a text entry per failed epoch
+
+
+def test_alarm_warns_and_writes_text_naming_images_and_method(tmp_path):
+    from lightning_saliency import Alarm
+
+    _, val = loaders()
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 16.0, 16.0]])  # tiny box: image 0 misses
+    probe = Probe(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]), boxes=boxes)
+    monitor = SaliencyMonitor(
+        methods=["gradcam", "gradient"],
+        probe=probe,
+        scores=["energy_pointing_game"],
+        alarms=[Alarm("energy_pointing_game", below=0.5, methods=["gradcam"])],
+    )
+    with pytest.warns(
+        SaliencyWarning, match=r"alarm: epoch 0: energy_pointing_game of gradcam < 0.5 on probe images #0"
+    ):
+        trainer(tmp_path, [monitor]).validate(TinyClassifier(), val, verbose=False)
+    assert len(monitor.alarm_log) == 1
+    assert "gradient" not in monitor.alarm_log[0].split(" of ")[1].split(" ")[0]
+    assert any(b"saliency/alarms" in f.read_bytes() for f in tmp_path.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"score": "auc", "below": 1.0}, ValueError, "Alarm score must be one of"),
+        ({"score": "deletion"}, ValueError, "needs a threshold"),
+    ],
+)
+def test_bad_alarms(kwargs, error, match):
+    from lightning_saliency import Alarm
+
+    with pytest.raises(error, match=match):
+        Alarm(**kwargs)
+
+
+def test_alarm_on_a_score_not_computed_is_rejected():
+    from lightning_saliency import Alarm
+
+    with pytest.raises(ValueError, match="that score is not computed"):
+        SaliencyMonitor(scores=["deletion"], alarms=[Alarm("map_stability", below=0.2)])
+    with pytest.raises(
+        ValueError, match=r"Alarm on methods \['gradcam'\], but the monitor's methods are \['gradient'\]"
+    ):
+        SaliencyMonitor(
+            methods=["gradient"], scores=["deletion"], alarms=[Alarm("deletion", above=0.9, methods=["gradcam"])]
+        )
+
+
+def test_summary_text_at_the_end_of_fit(tmp_path):
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, scores=["deletion"])
+    trainer(tmp_path, [monitor], max_epochs=2).fit(TinyClassifier(), train, val)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events_file,) = tmp_path.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events_file), size_guidance={"tensors": 0})
+    acc.Reload()
+    (entry,) = acc.Tensors("saliency/summary/text_summary")
+    text = entry.tensor_proto.string_val[0].decode()
+    assert "| gradcam | deletion |" in text
+
+
+def test_progress_bar_during_heavy_work_when_lightning_shows_one(tmp_path, capsys):
+    _, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradient", "gradcam", "smoothgrad"], num_samples=2, scores=["deletion"])
+    trainer(tmp_path, [monitor], enable_progress_bar=True).validate(TinyClassifier(), val, verbose=False)
+    out = capsys.readouterr().out
+    assert "Saliency" in out
+    assert "scores of smoothgrad" in out or "4/4" in out  # 2 map groups (shared pass, smoothgrad) + ... advanced

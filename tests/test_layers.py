@@ -181,3 +181,28 @@ def test_capture_outputs_is_immune_to_inplace_ops_and_removes_hooks_on_error():
     with pytest.raises(KeyError), capture_outputs([conv]):
         raise KeyError("boom")
     assert not conv._forward_hooks
+
+
+def test_auto_skips_a_module_that_runs_more_than_once():
+    # One activation module shared by the trunk and the head (as EfficientNet-Lite's `_swish`): ambiguous.
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.conv2(self.act(self.conv1(x)))
+            return self.fc(self.pool(self.act(x)).flatten(1))
+
+    assert find_target_layer(Shared(), torch.zeros(1, 3, 8, 8)) == "conv2"
+
+
+def test_maps_are_normal_tensors_when_called_under_inference_mode():
+    from lightning_saliency import GradCAM
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.inference_mode():
+        maps = GradCAM()(net, torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+    assert not torch.is_inference(maps)

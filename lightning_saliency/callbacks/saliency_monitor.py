@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
@@ -61,6 +64,57 @@ _EXPENSIVE = ("model_randomisation", "saliency_attack")
 # forwards per rank (Score-CAM skips dead channels, attacks stop early), which would deadlock them.
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 _STATE_VERSION = 1
+# Scores computed together by one `evaluate_scores` call (they share forwards); timed as one entry.
+_SCORE_GROUPS = (("deletion",), ("insertion",), ("average_drop", "increase_in_confidence"))
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Warn when a per-image score crosses a threshold.
+
+    When, at a logged epoch, the score of some probe images is below ``below`` (or above ``above``), the
+    monitor emits a :class:`~lightning_saliency.SaliencyWarning` and writes a ``saliency/alarms`` text entry to
+    TensorBoard naming the method, the images (probe positions and dataset indices) and their values.
+
+    Args:
+        score: A score name the monitor computes (e.g. ``"energy_pointing_game"``, ``"map_stability"``).
+        below: Fire for images whose score is lower than this.
+        above: Fire for images whose score is higher than this.
+        methods: Method labels to watch; all methods if ``None``.
+
+    Example:
+        >>> Alarm("energy_pointing_game", below=0.3)
+        Alarm(score='energy_pointing_game', below=0.3, above=None, methods=None)
+    """
+
+    score: str
+    below: float | None = None
+    above: float | None = None
+    methods: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"Alarm score must be one of {', '.join(SCORES)}, got {self.score!r}.")
+        if self.below is None and self.above is None:
+            raise ValueError(f"Alarm({self.score!r}) needs a threshold: give below= or above=.")
+
+    def fired(self, values: Tensor) -> Tensor:
+        """Boolean ``[B]``: which images' values cross the threshold (NaN never fires)."""
+        hit = torch.zeros_like(values, dtype=torch.bool)
+        if self.below is not None:
+            hit |= values < self.below
+        if self.above is not None:
+            hit |= values > self.above
+        return hit
+
+    def describe(self) -> str:
+        """``"< 0.3"``, ``"> 0.9"`` or both."""
+        parts = ([f"< {self.below:g}"] if self.below is not None else []) + (
+            [f"> {self.above:g}"] if self.above is not None else []
+        )
+        return " or ".join(parts)
+
+
 _STAGE_PREFIX = {"validate": "", "test": "_test"}
 
 
@@ -106,6 +160,9 @@ class SaliencyMonitor(Callback):
         min_display_size: Small images are upscaled (nearest) until their shorter side has this many pixels.
         localisation: Log ``saliency/localisation``: each method's weakly-supervised box (Otsu threshold, largest
             connected component; red) drawn on its overlay, with the probe's true box or mask (green) if known.
+        alarms: :class:`Alarm` s: per-image score thresholds that warn and write a TensorBoard text entry.
+        strict: If ``False`` (default), an exception inside a method or score is reported (one warning with the
+            traceback summary, a ``saliency/errors`` text entry) and training continues; if ``True`` it is raised.
         history_size: How many logged epochs the ``saliency/filmstrip/<method>`` grids show (maps are kept on
             the CPU at most 64 px on a side: ``history_size * B * 64 * 64`` floats per method at most).
         output_adapter: Turns the model's output into logits ``[B, num_classes]`` if it is not a tensor, a
@@ -142,6 +199,8 @@ class SaliencyMonitor(Callback):
         alpha: float = 0.5,
         min_display_size: int = 96,
         localisation: bool = True,
+        alarms: Sequence[Alarm] = (),
+        strict: bool = False,
         history_size: int = 8,
         output_adapter: OutputAdapter | None = None,
         log_prefix: str = "saliency",
@@ -155,10 +214,14 @@ class SaliencyMonitor(Callback):
         if not isinstance(localisation, bool):
             raise TypeError(f"localisation must be a bool, got {localisation!r}.")
         self.localisation = localisation
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, got {strict!r}.")
+        self.strict = strict
         self.scores = _check_scores(scores)
         self.score_steps = _positive_int(score_steps, "score_steps")
         self.score_batch_size = _positive_int(score_batch_size, "score_batch_size")
         self.expensive_every_n_epochs = _positive_int(expensive_every_n_epochs, "expensive_every_n_epochs")
+        self.alarms = _check_alarms(alarms, self.methods, self.scores)
         if not (isinstance(targets, int) and not isinstance(targets, bool) and targets >= 0) and targets not in (
             "label",
             "predicted",
@@ -189,6 +252,10 @@ class SaliencyMonitor(Callback):
         self.last_scores: dict[str, dict[str, float]] = {}
         """The scores of the last logged epoch on rank 0: method label -> score name -> mean over the probe."""
         self._notes: set[str] = set()
+        self._errors: set[str] = set()
+        self._first_scores: dict[str, dict[str, float]] = {}
+        self.alarm_log: list[str] = []
+        """Messages of the alarms that fired on rank 0, oldest first (at most 100 kept)."""
         self._layouts_written: set[int] = set()
         """Per method label, ``(epoch, maps [B, 1, h, w])`` of the last ``history_size`` logged validation epochs."""
         """The maps of the last logged epoch on rank 0: method label -> ``[B, 1, H, W]`` on the CPU."""
@@ -271,7 +338,14 @@ class SaliencyMonitor(Callback):
         return self._evaluate(pl_module, probe, precision or Precision(), with_scores=False).maps
 
     def _evaluate(
-        self, pl_module: nn.Module, probe: Probe, precision: Precision, *, with_scores: bool, expensive: bool = False
+        self,
+        pl_module: nn.Module,
+        probe: Probe,
+        precision: Precision,
+        *,
+        with_scores: bool,
+        expensive: bool = False,
+        progress: Callable[[str], None] = lambda _: None,
     ) -> _Result:
         device = _module_device(pl_module)
         run = Run(precision, self.output_adapter)
@@ -279,12 +353,20 @@ class SaliencyMonitor(Callback):
         with preserved_rng([device]), gradients_enabled():
             inputs = probe.inputs.to(device)  # a normal tensor: created outside inference mode
             targets = self._resolve_targets(pl_module, inputs, probe, run)
-            self._maps(pl_module, inputs, targets, run, result)
+            self._maps(pl_module, inputs, targets, run, result, progress)
             if with_scores:
-                self._scores(pl_module, inputs, targets, probe, run, expensive, result)
+                self._scores(pl_module, inputs, targets, probe, run, expensive, result, progress)
         return result
 
-    def _maps(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run, result: _Result) -> None:
+    def _maps(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Tensor,
+        run: Run,
+        result: _Result,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
         device = inputs.device
         shared: list[SaliencyMethod] = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
         groups: list[tuple[str, list[SaliencyMethod]]] = []
@@ -298,6 +380,7 @@ class SaliencyMonitor(Callback):
                 model, inputs, targets, group, precision=run.precision, output_adapter=run.output_adapter
             )
             result.times[timing_name] = _now(device) - start
+            progress(timing_name)
             maps.update({m.label: r.cpu() for m, r in zip(group, results, strict=True)})
         result.maps = {m.label: maps[m.label] for m in self.methods}
 
@@ -310,41 +393,50 @@ class SaliencyMonitor(Callback):
         run: Run,
         expensive: bool,
         result: _Result,
+        progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         device = inputs.device
         cheap = [n for n in self.scores if SCORES[n].in_evaluate_scores]
+        grouped = [[n for n in group if n in cheap] for group in _SCORE_GROUPS]
+        groups = [g for g in grouped if g] + [[n] for n in cheap if not any(n in g for g in _SCORE_GROUPS)]
         for method in self.methods:
             label = method.label
             maps = result.maps[label].to(device)
-            start = _now(device)
             values: dict[str, Tensor] = {}  # name -> [S] per image
-            if cheap:
+            for group in groups:
+                start = _now(device)
                 scores = evaluate_scores(
                     model,
                     inputs,
                     targets,
                     maps,
-                    cheap,
+                    group,
                     run=run,
                     boxes=probe.boxes,
                     masks=probe.masks,
                     steps=self.score_steps,
                     batch_size=self.score_batch_size,
                 )
-                values.update({name: scores[name].float().cpu() for name in cheap if name in scores})
+                values.update({name: scores[name].float().cpu() for name in group if name in scores})
                 for mode in ("deletion", "insertion"):
                     if f"{mode}_curve" in scores:
                         result.curves.setdefault(mode, {})[label] = scores[f"{mode}_curve"].float().cpu()
                 for name, reason in scores.skipped.items():
                     self._note(f"SaliencyMonitor skips the score {name!r}: {reason} (give them with the probe).")
+                if any(name in scores for name in group):
+                    result.times[f"{label}/{'+'.join(group)}"] = _now(device) - start
             if expensive and "model_randomisation" in self.scores:
+                start = _now(device)
                 rho = model_randomisation_score(model, inputs, targets, method, maps=maps, run=run)  # [S,B]
                 values["model_randomisation"] = rho.float().mean(0).cpu()
+                result.times[f"{label}/model_randomisation"] = _now(device) - start
             if expensive and "saliency_attack" in self.scores:
+                start = _now(device)
                 ratio = saliency_attack_score(model, inputs, targets, maps, run=run, bounds=self._input_bounds())
                 values["saliency_attack"] = ratio.float().cpu()
-            result.times[f"scores/{label}"] = _now(device) - start
+                result.times[f"{label}/saliency_attack"] = _now(device) - start
             result.scores[label] = values
+            progress(f"scores of {label}")
 
     def _input_bounds(self) -> tuple[float, float] | None:
         """The valid input range, when the normalisation is known (used to clamp attacks)."""
@@ -376,38 +468,90 @@ class SaliencyMonitor(Callback):
         return logits.float().argmax(1)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Every rank takes the same probe, computes its share, and joins the same gathers in the same order
+        # Every rank takes the same probe, computes its share, and joins the same collectives in the same order
         # (also when its share is padding, or when it failed); rank 0 then renders and logs.
         start = time.perf_counter()
-        with preserved_rng([trainer.strategy.root_device]):
-            probe = self._get_probe(trainer, stage)
         expensive = trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.expensive_every_n_epochs == 0
-        world, rank = trainer.world_size, trainer.global_rank
-        share = _shard(len(probe), world, rank)
+        world = trainer.world_size
         error: Exception | None = None
-        result = _Result()
+        result, probe = _Result(), None
         try:
+            with preserved_rng([trainer.strategy.root_device]):
+                probe = self._get_probe(trainer, stage)
+            share = probe.subset(_shard(len(probe), world, trainer.global_rank))
             precision = Precision.from_trainer(trainer)
-            result = self._evaluate(pl_module, probe.subset(share), precision, with_scores=True, expensive=expensive)
-        except Exception as exc:  # re-raised below, on every rank, after the ranks agreed that one failed
+            with self._progress_bar(trainer, expensive) as progress:
+                result = self._evaluate(
+                    pl_module, share, precision, with_scores=True, expensive=expensive, progress=progress
+                )
+        except Exception as exc:  # handled below, on every rank, after the ranks agreed that one failed
             error = exc
         if world > 1:
-            result = self._gather(trainer, result, error, len(probe))
-        elif error is not None:
-            raise error
+            error = self._agree_on_failure(trainer, error)
+        if error is not None or probe is None:
+            self._fail(trainer, stage, error or RuntimeError("no probe"))
+            return
+        if world > 1:
+            result = self._gather(trainer, result, len(probe))
         if not trainer.is_global_zero:
             return
-        self._render_and_log(trainer, stage, probe, result, start)
+        try:
+            self._render_and_log(trainer, stage, probe, result, start)
+        except Exception as exc:  # after every collective: safe to report on rank 0 alone
+            self._fail(trainer, stage, exc)
 
-    def _gather(self, trainer: pl.Trainer, result: _Result, error: Exception | None, size: int) -> _Result:
-        """Gather every rank's share to all ranks (the same collectives on every rank) and undo the sharding."""
+    def _agree_on_failure(self, trainer: pl.Trainer, error: Exception | None) -> Exception | None:
+        """One collective: if any rank failed, every rank returns an error (its own, or one naming the ranks)."""
         device = trainer.strategy.root_device
         failed = trainer.strategy.all_gather(torch.tensor([float(error is not None)], device=device))  # [W,1]
-        if bool(failed.any()):
-            if error is not None:
-                raise error
+        if error is None and bool(failed.any()):
             ranks = [r for r, f in enumerate(failed.flatten().tolist()) if f]
-            raise RuntimeError(f"SaliencyMonitor failed on rank(s) {ranks}; see the traceback printed by that rank.")
+            return RuntimeError(f"SaliencyMonitor failed on rank(s) {ranks}; see the warning of that rank.")
+        return error
+
+    def _fail(self, trainer: pl.Trainer, stage: str, error: Exception) -> None:
+        """Raise in strict mode; otherwise warn once per distinct error and write a TensorBoard text entry."""
+        if self.strict:
+            raise error
+        summary = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-4))
+        message = (
+            f"SaliencyMonitor skipped its work at epoch {trainer.current_epoch} ({stage}) after an error; training "
+            f"continues (pass strict=True to raise instead). {type(error).__name__}: {error}"
+        )
+        key = f"{type(error).__name__}: {error}"
+        if key not in self._errors:
+            self._errors.add(key)
+            rank_zero_warn(f"{message}\n{summary}", category=SaliencyWarning)
+        if trainer.is_global_zero:
+            for logger in self._tensorboard_loggers(trainer):
+                text = f"**{message}**\n\n```\n{summary}\n```"
+                logger.experiment.add_text(f"{self.log_prefix}/errors", text, global_step=trainer.global_step)
+
+    @contextmanager
+    def _progress_bar(self, trainer: pl.Trainer, expensive: bool) -> Iterator[Callable[[str], None]]:
+        """A transient tqdm bar under Lightning's own (rank 0, when Lightning shows a TQDM bar)."""
+        bar_callback = trainer.progress_bar_callback
+        if not (trainer.is_global_zero and isinstance(bar_callback, TQDMProgressBar) and bar_callback.is_enabled):
+            yield lambda _: None
+            return
+        from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+        shared = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
+        total = len(self.methods) - max(len(shared) - 1, 0) + (len(self.methods) if self.scores else 0)
+        bar = Tqdm(total=total, desc="Saliency", leave=False, dynamic_ncols=True, file=sys.stdout)
+
+        def advance(what: str) -> None:
+            bar.set_postfix_str(what, refresh=False)
+            bar.update(1)
+
+        try:
+            yield advance
+        finally:
+            bar.close()
+
+    def _gather(self, trainer: pl.Trainer, result: _Result, size: int) -> _Result:
+        """Gather every rank's share to all ranks (the same collectives on every rank) and undo the sharding."""
+        device = trainer.strategy.root_device
 
         def gather(local: Tensor) -> Tensor:  # [S,...] on each rank -> [size,...] in probe order
             everything = trainer.strategy.all_gather(local.to(device))  # [W,S,...]
@@ -460,10 +604,50 @@ class SaliencyMonitor(Callback):
             label: {name: float(v.nanmean()) for name, v in values.items() if not bool(v.isnan().all())}
             for label, values in result.scores.items()
         }
+        if stage == "validate":
+            for label, values in self.last_scores.items():
+                self._first_scores.setdefault(label, dict(values))
+        self._check_alarms(trainer, probe, result, prefix)
         result.times["total"] = time.perf_counter() - start
         scalars = {f"{prefix}/{lb}/{name}": v for lb, vals in self.last_scores.items() for name, v in vals.items()}
         scalars.update({f"{prefix}/time/{name}": seconds for name, seconds in result.times.items()})
         self._log(trainer, grids, scalars, prefix)
+
+    def _check_alarms(self, trainer: pl.Trainer, probe: Probe, result: _Result, prefix: str) -> None:
+        lines = []
+        for alarm in self.alarms:
+            for label in alarm.methods or [m.label for m in self.methods]:
+                values = result.scores.get(label, {}).get(alarm.score)
+                if values is None:
+                    continue
+                hit = alarm.fired(values).nonzero().flatten().tolist()
+                if not hit:
+                    continue
+                where = [f"#{i}" + (f" (index {probe.indices[i]})" if probe.indices else "") for i in hit]
+                shown = ", ".join(f"{values[i]:.3f}" for i in hit)
+                lines.append(
+                    f"epoch {trainer.current_epoch}: {alarm.score} of {label} {alarm.describe()} on probe images "
+                    f"{', '.join(where)}: {shown}"
+                )
+        if not lines:
+            return
+        self.alarm_log = (self.alarm_log + lines)[-100:]
+        rank_zero_warn("SaliencyMonitor alarm: " + "; ".join(lines), category=SaliencyWarning)
+        for logger in self._tensorboard_loggers(trainer):
+            text = "\n".join(f"- {line}" for line in lines)
+            logger.experiment.add_text(f"{prefix}/alarms", text, global_step=trainer.global_step)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write a ``saliency/summary`` text: each score at the first and the last logged epoch."""
+        if not trainer.is_global_zero or not self.last_scores:
+            return
+        rows = ["| method | score | first | last |", "|---|---|---|---|"]
+        for label, values in self.last_scores.items():
+            for name, last in values.items():
+                first = self._first_scores.get(label, {}).get(name, float("nan"))
+                rows.append(f"| {label} | {name} | {first:.4f} | {last:.4f} |")
+        for logger in self._tensorboard_loggers(trainer):
+            logger.experiment.add_text(f"{self.log_prefix}/summary", "\n".join(rows), global_step=trainer.global_step)
 
     def _localisation_grid(self, images: Tensor, maps: dict[str, Tensor], probe: Probe) -> Tensor:
         columns = {"input": images}
@@ -624,6 +808,21 @@ def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def _check_alarms(alarms: Sequence[Alarm], methods: list[SaliencyMethod], scores: list[str]) -> list[Alarm]:
+    labels = [m.label for m in methods]
+    checked = []
+    for alarm in alarms:
+        if not isinstance(alarm, Alarm):
+            raise TypeError(f"alarms must be Alarm instances, got {alarm!r}.")
+        if alarm.score not in scores:
+            raise ValueError(f"Alarm on {alarm.score!r}, but that score is not computed: scores={scores}.")
+        unknown = [m for m in alarm.methods or [] if m not in labels]
+        if unknown:
+            raise ValueError(f"Alarm on methods {unknown}, but the monitor's methods are {labels}.")
+        checked.append(alarm)
+    return checked
 
 
 def _shrink(maps: Tensor, side: int = 64) -> Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
 from lightning_saliency._runtime import FP32, OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
 from lightning_saliency._runtime import to_logits as _to_logits
 from lightning_saliency.layers import LayerSpec, capture_outputs, resolve_target_layer
@@ -121,12 +122,29 @@ def run_gradient_pass(
     run: Run,
     *,
     input_grads: bool,
+    gradients: bool = True,
 ) -> GradientPass:
     """Forward once with hooks on ``layers``, then one ``autograd.grad`` of the target logits w.r.t. all of them.
 
     The score differentiated is the pre-softmax logit of each image's target (Simonyan et al. 2014), summed over
-    the batch: in eval mode images do not interact, so each image's gradient is its own.
+    the batch: in eval mode images do not interact, so each image's gradient is its own. With ``gradients=False``
+    (only gradient-free methods such as EigenCAM asked) the forward runs without autograd and ``layer_grads`` is
+    empty.
     """
+    if not gradients:
+        with capture_outputs(layers) as captured, torch.no_grad():
+            logits = run.logits(model, inputs)
+        check_targets(targets, logits)
+        missing = [type(layer).__name__ for layer, act in zip(layers, captured, strict=True) if act is None]
+        if missing:
+            raise RuntimeError(f"Target layer {missing[0]} did not run in the forward; choose a layer the model uses.")
+        return GradientPass(
+            inputs=inputs,
+            logits=logits.float(),
+            input_grads=None,
+            activations={layer: a.detach().float() for layer, a in zip(layers, captured, strict=True) if a is not None},
+            layer_grads={},
+        )
     x = inputs.detach().clone().requires_grad_(True)
     with capture_outputs(layers) as captured:
         logits = run.logits(model, x)
@@ -189,6 +207,8 @@ class GradientMethod(SaliencyMethod):
 
     uses_input_grad: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = False
+    uses_gradients: ClassVar[bool] = True
+    """``False`` for methods that read activations only (EigenCAM): a pass of such methods alone skips autograd."""
 
     def __init__(self, *, target_layer: LayerSpec = "auto", name: str | None = None) -> None:
         super().__init__(name=name)
@@ -205,6 +225,11 @@ class GradientMethod(SaliencyMethod):
         """The dotted name of :meth:`layer` (handy to check what ``"auto"`` chose)."""
         return self._layers.get(model, inputs, run)[0] if self.uses_layer else None
 
+    def layers(self, model: nn.Module, inputs: Tensor, run: Run) -> list[nn.Module]:
+        """Every module whose activation this method reads from the pass (default: :meth:`layer`, if any)."""
+        layer = self.layer(model, inputs, run)
+        return [] if layer is None else [layer]
+
     @abstractmethod
     def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
         """Raw map ``[B, 1, h, w]`` from the shared pass."""
@@ -212,25 +237,50 @@ class GradientMethod(SaliencyMethod):
     def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
         """Run a pass for this method alone (the engine shares one pass between several)."""
         layer = self.layer(model, inputs, run)
-        layers = [layer] if layer is not None else []
-        p = run_gradient_pass(model, inputs, targets, layers, run, input_grads=self.uses_input_grad)
+        layers = self.layers(model, inputs, run)
+        p = run_gradient_pass(
+            model, inputs, targets, layers, run, input_grads=self.uses_input_grad, gradients=self.uses_gradients
+        )
         return self.from_pass(p, layer)
 
 
 class CAMMethod(GradientMethod):
-    """Class activation maps: ``ReLU(sum_k w_k A_k)`` on a target layer; subclasses give the weights ``w``."""
+    """Class activation maps: ``ReLU(sum_k w_k A_k)`` on a target layer; subclasses give the weights ``w``.
+
+    Subclasses write only :meth:`channel_weights` (or override :meth:`from_pass` for elementwise CAMs, reading
+    :meth:`feature_maps`).
+
+    Args:
+        target_layer: ``"auto"``, a dotted module name, or the module.
+        reshape: How the layer's output and its gradient become ``[B, K, h, w]``: ``"auto"`` (ViT tokens
+            ``[B, 1 + h*w, D]`` and channels-last Swin ``[B, h, w, C]`` are recognised from the input size, see
+            :mod:`lightning_saliency._reshape`; conv feature maps are left as they are), ``None``, or a callable.
+        name: Label in logs.
+    """
 
     uses_layer = True
+
+    def __init__(self, *, target_layer: LayerSpec = "auto", reshape: Reshape = "auto", name: str | None = None) -> None:
+        super().__init__(target_layer=target_layer, name=name)
+        self.reshape = check_reshape(reshape)
 
     @abstractmethod
     def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
         """Weights ``[B, K]`` from activations and gradients ``[B, K, h, w]`` (float32)."""
 
+    def feature_maps(self, p: GradientPass, layer: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """Activations and gradients of ``layer`` as float32 ``[B, K, h, w]`` (gradients ``None`` if not taken)."""
+        size = (p.inputs.shape[-2], p.inputs.shape[-1])
+        acts = apply_reshape(self.reshape, p.activations[layer], size)
+        _check_feature_map(acts, layer)
+        grads = p.layer_grads.get(layer)
+        return acts, None if grads is None else apply_reshape(self.reshape, grads, size)
+
     def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
         """``ReLU(sum_k w_k A_k)``, ``[B, 1, h, w]``."""
         assert layer is not None
-        acts, grads = p.activations[layer], p.layer_grads[layer]
-        _check_feature_map(acts, layer)
+        acts, grads = self.feature_maps(p, layer)
+        assert grads is not None
         weights = self.channel_weights(acts, grads)  # [B,K]
         return F.relu((weights[:, :, None, None] * acts).sum(1, keepdim=True))  # [B,1,h,w]
 
@@ -316,16 +366,19 @@ def compute_saliency(
         shared = [(i, m) for i, m in enumerate(methods) if isinstance(m, GradientMethod) and _shares_pass(m)]
         if shared:
             method_layers = [m.layer(model, inputs, run) for _, m in shared]
-            layers = list({id(layer): layer for layer in method_layers if layer is not None}.values())
+            read = [layer for _, m in shared for layer in m.layers(model, inputs, run)]
+            layers = list({id(layer): layer for layer in read}.values())
             need_input = any(m.uses_input_grad for _, m in shared)
-            p = run_gradient_pass(model, inputs, targets, layers, run, input_grads=need_input)
+            need_grads = any(m.uses_gradients for _, m in shared)
+            p = run_gradient_pass(model, inputs, targets, layers, run, input_grads=need_input, gradients=need_grads)
             for (i, m), layer in zip(shared, method_layers, strict=True):
                 raw[i] = m.from_pass(p, layer)
             del p
         for i, m in enumerate(methods):
             if raw[i] is None:
                 raw[i] = m.compute(model, inputs, targets, run)
-    return [normalize_maps(r, size) for r in raw if r is not None]
+        # Still outside inference mode: the maps are normal tensors even when the caller is in inference mode.
+        return [normalize_maps(r, size) for r in raw if r is not None]
 
 
 def _shares_pass(method: GradientMethod) -> bool:

@@ -54,8 +54,8 @@ class ScoreCAM(GradientMethod):
     Grad-CAM weight (spatially averaged gradient of the target logit, from one extra forward and gradient
     pass) are scored; constant channels keep their exact weight and the other channels get weight 0. Channels
     Grad-CAM finds supporting the class are those whose masks keep the class score high. On a pretrained
-    EfficientNet-Lite0 (1280 channels) ``top_k=64`` gave Spearman >= 0.95 to the exact map; see
-    ``benchmarks/README.md``.
+    EfficientNet-Lite0 head (1280 channels) ``top_k=64`` gave Spearman 0.84-0.99 to the exact map depending on
+    the image, ``top_k=128`` >= 0.98; see ``benchmarks/README.md``.
 
     Peak memory beyond the model's weights: one forward (no autograd graph) of ``batch_size`` masked inputs,
     i.e. ``batch_size`` inputs ``[C, H, W]`` and their activations, plus ``batch_size`` fp32 masks
