@@ -3,6 +3,10 @@
 Each image holds one object (disc, square or cross, class 0/1/2) in a random colour, size and position, on a
 smooth random background. Everything is made in code from a seed, so no download is needed, and the object's
 bounding box is known: a good saliency map should light up the object, not the background.
+
+Optionally a small coloured *marker* sits in the top-left corner. With ``marker=1.0`` its colour (red, green,
+blue) always matches the class: a spurious shortcut a network can learn instead of the shapes. With
+``marker=0.0`` its colour is random, so the shortcut no longer predicts the label.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 CLASSES = ("disc", "square", "cross")
+MARKER_COLOURS = ((0.95, 0.1, 0.1), (0.1, 0.9, 0.1), (0.1, 0.2, 0.95))
+MARKER_SIZE = 7
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 
@@ -33,8 +39,16 @@ def _shape_mask(kind: int, size: int, cy: Tensor, cx: Tensor, r: Tensor) -> Tens
     return ((dy <= arm) & (dx <= rr)) | ((dx <= arm) & (dy <= rr))
 
 
-def make_shapes(n: int, size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-    """``n`` images ``[n, 3, size, size]`` in [0, 1], labels ``[n]`` and object boxes ``[n, 4]`` (x1, y1, x2, y2)."""
+def make_shapes(n: int, size: int = 64, seed: int = 0, marker: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` images ``[n, 3, size, size]`` in [0, 1], labels ``[n]`` and object boxes ``[n, 4]`` (x1, y1, x2, y2).
+
+    Args:
+        n: Number of images.
+        size: Side in pixels.
+        seed: Seed of everything random.
+        marker: ``None`` for no corner marker; otherwise the probability that the marker's colour gives away the
+            class (else its colour is drawn at random).
+    """
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % len(CLASSES)
     labels = labels[torch.randperm(n, generator=g)]
@@ -43,14 +57,21 @@ def make_shapes(n: int, size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor, 
     low = 0.75 * grey + tint
     images = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1) * 0.6 + 0.2
     r = size * (0.12 + 0.1 * torch.rand(n, generator=g))
-    cy = r + (size - 2 * r) * torch.rand(n, generator=g)
-    cx = r + (size - 2 * r) * torch.rand(n, generator=g)
+    free = MARKER_SIZE + 2  # objects stay clear of the marker's corner
+    cy = free + r + (size - free - 2 * r) * torch.rand(n, generator=g)
+    cx = free + r + (size - free - 2 * r) * torch.rand(n, generator=g)
     colours = torch.rand(n, 3, generator=g)
     colours = torch.where(colours.mean(1, keepdim=True) > 0.5, colours, 1 - colours)  # bright objects
     for kind in range(len(CLASSES)):
         idx = (labels == kind).nonzero().flatten()
         mask = _shape_mask(kind, size, cy[idx], cx[idx], r[idx])[:, None]  # [k,1,H,W]
         images[idx] = torch.where(mask, colours[idx][:, :, None, None], images[idx])
+    if marker is not None:
+        honest = torch.rand(n, generator=g) < marker
+        marker_class = torch.where(honest, labels, torch.randint(0, len(CLASSES), (n,), generator=g))
+        images[:, :, 1 : 1 + MARKER_SIZE, 1 : 1 + MARKER_SIZE] = torch.tensor(MARKER_COLOURS)[marker_class][
+            :, :, None, None
+        ]
     images = (images + 0.03 * torch.randn(images.shape, generator=g)).clamp(0, 1)
     boxes = torch.stack([cx - r, cy - r, cx + r, cy + r], 1).clamp(0, size).floor()
     return images, labels, boxes
@@ -62,8 +83,8 @@ class ShapesDataset(Dataset):
     The ``"box"`` lets SaliencyMonitor score localisation (pointing game, energy pointing game).
     """
 
-    def __init__(self, n: int, size: int = 64, seed: int = 0) -> None:
-        images, self.labels, self.boxes = make_shapes(n, size, seed)
+    def __init__(self, n: int, size: int = 64, seed: int = 0, marker: float | None = None) -> None:
+        images, self.labels, self.boxes = make_shapes(n, size, seed, marker)
         mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
         self.images = (images - mean) / std
 

@@ -205,7 +205,7 @@ def filmstrip_grid(
     return _grid(columns, list(titles), min_size)
 
 
-def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 260, height: int = 190) -> Tensor:
+def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 300, height: int = 190) -> Tensor:
     """A small line plot of one curve per method over x in [0, 1] and y in [0, 1]. ``[3, height, width]``.
 
     Used for the mean deletion/insertion curves (x: fraction of pixels deleted/inserted, y: target
@@ -213,14 +213,14 @@ def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 260, heigh
 
     Example:
         >>> curve_plot({"gradcam": torch.linspace(1, 0, 5)}, "deletion").shape
-        torch.Size([3, 190, 260])
+        torch.Size([3, 190, 300])
     """
     from PIL import Image, ImageDraw, ImageFont
 
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    left, top, right, bottom = 28, 16, width - 8, height - 18
+    left, top, right, bottom = 28, 16, width - 96, height - 18  # the legend sits right of the plot
     draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
     draw.text((left, 2), title, fill=(0, 0, 0), font=font)
     for y_val in (0.0, 0.5, 1.0):
@@ -237,6 +237,6 @@ def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 260, heigh
         points = [(left + (right - left) * j / k, bottom - (bottom - top) * v) for j, v in enumerate(values)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
-        draw.text((right - 90, top + 3 + 11 * i), label[:14], fill=colour, font=font)
+        draw.text((right + 6, top + 3 + 11 * i), label[:14], fill=colour, font=font)
     data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(height, width, 3)
     return data.permute(2, 0, 1).float() / 255

@@ -271,7 +271,7 @@ def test_scores_are_logged_per_method_with_layout_and_curves(tmp_path):
         assert f"saliency/{label}/pointing_game" not in events["scalars"]  # no boxes in this probe
     curves = events["images"]["saliency/curves"]
     assert len(curves) == 2
-    assert curves[0].width == 2 * 260
+    assert curves[0].width == 2 * 300
     layout_files = list(tmp_path.rglob("events.out.tfevents.*"))
     assert any(b"custom_scalars" in f.read_bytes() for f in layout_files)
 
