@@ -26,6 +26,7 @@ __all__ = [
     "Precision",
     "eval_mode",
     "gradients_enabled",
+    "module_device",
     "preserved_rng",
     "to_logits",
 ]
@@ -119,6 +120,15 @@ def _set_numpy_state(state: Any) -> None:
     import numpy as np
 
     np.random.set_state(state)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); CPU for a module with neither."""
+    for param in module.parameters():
+        return param.device
+    for buffer in module.buffers():
+        return buffer.device
+    return torch.device("cpu")
 
 
 def _identity(x: Tensor) -> Tensor:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from lightning_saliency._runtime import eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency._checks import int_at_least, positive_float
+from lightning_saliency._runtime import eval_mode, gradients_enabled, module_device, preserved_rng
 from lightning_saliency.methods.base import Run, check_targets
 
 __all__ = ["class_model_visualisation", "valid_input_range"]
@@ -102,11 +103,11 @@ def class_model_visualisation(
     """
     targets = _check_classes(classes)
     shape = _check_shape(input_shape)
-    steps = _int_at_least(steps, 1, "steps")
-    jitter = _int_at_least(jitter, 0, "jitter")
-    blur_every = _int_at_least(blur_every, 0, "blur_every")
-    lr = _positive_float(lr, "lr")
-    blur_sigma = _positive_float(blur_sigma, "blur_sigma")
+    steps = int_at_least(steps, 1, "steps")
+    jitter = int_at_least(jitter, 0, "jitter")
+    blur_every = int_at_least(blur_every, 0, "blur_every")
+    lr = positive_float(lr, "lr")
+    blur_sigma = positive_float(blur_sigma, "blur_sigma")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
         raise ValueError(f"weight_decay must be a float >= 0 (lambda of the L2 penalty), got {weight_decay!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -114,7 +115,7 @@ def class_model_visualisation(
     if run is not None and not isinstance(run, Run):
         raise TypeError(f"run must be a lightning_saliency.methods.base.Run or None, got {type(run).__name__}.")
     low, high = valid_input_range(shape[0], mean, std)
-    device = torch.device(device) if device is not None else _module_device(model)
+    device = torch.device(device) if device is not None else module_device(model)
     run = run or Run()
     k = targets.numel()
 
@@ -241,23 +242,3 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
         raise ValueError(f"input_shape must be (C, H, W) with positive ints, got {input_shape!r}.")
     c, h, w = input_shape
     return c, h, w
-
-
-def _int_at_least(value: int, minimum: int, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{arg} must be an int >= {minimum}, got {value!r}.")
-    return value
-
-
-def _positive_float(value: float, arg: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{arg} must be a float > 0, got {value!r}.")
-    return float(value)
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    for param in module.parameters():
-        return param.device
-    for buffer in module.buffers():
-        return buffer.device
-    return torch.device("cpu")

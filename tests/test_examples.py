@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _lightning_models import read_events
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -39,3 +40,23 @@ def test_shapes_boxes_contain_the_object():
     assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
     assert boxes.min() >= 0
     assert boxes.max() <= 64
+
+
+def test_shapes_marker_gives_the_class_away_only_when_asked():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from shapes import MARKER_COLOURS, MARKER_SIZE, make_shapes
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    colours = torch.tensor(MARKER_COLOURS)
+
+    def marker_class(images):
+        patch = images[:, :, 2:MARKER_SIZE, 2:MARKER_SIZE].mean((2, 3))  # [n,3] (noise averaged out)
+        return torch.cdist(patch, colours).argmin(1)
+
+    images, labels, boxes = make_shapes(60, seed=1, marker=1.0)
+    assert torch.equal(marker_class(images), labels)
+    assert (boxes[:, :2] >= MARKER_SIZE + 2 - 1).any(1).all()  # objects stay clear of the marker corner
+    images, labels, _ = make_shapes(300, seed=2, marker=0.0)
+    agreement = (marker_class(images) == labels).float().mean().item()
+    assert 0.2 < agreement < 0.47  # random colours: about 1/3

@@ -8,13 +8,13 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from lightning_saliency._runtime import OutputAdapter, Precision, eval_mode, preserved_rng
+from lightning_saliency._checks import int_at_least, normalisation, positive_float
+from lightning_saliency._runtime import OutputAdapter, Precision, eval_mode, module_device, preserved_rng
+from lightning_saliency.callbacks._base import EpochEndMonitor
 from lightning_saliency.class_model import InitSpec, class_model_visualisation, valid_input_range
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.methods.base import Run
@@ -23,11 +23,10 @@ from lightning_saliency.render import to_display
 
 __all__ = ["ClassModelMonitor"]
 
-_STAGE_PREFIX = {"validate": "", "test": "_test"}
 _MAX_DEFAULT_CLASSES = 16
 
 
-class ClassModelMonitor(Callback):
+class ClassModelMonitor(EpochEndMonitor):
     """Log, at the end of validation (and test) epochs, one image per class that maximises the class score.
 
     Each logged epoch the TensorBoard *images* tab shows ``class_model/grid`` (``class_model_test/grid`` in
@@ -89,7 +88,7 @@ class ClassModelMonitor(Callback):
         output_adapter: OutputAdapter | None = None,
         log_prefix: str = "class_model",
     ) -> None:
-        super().__init__()
+        super().__init__(every_n_epochs, log_prefix)
         if classes is not None and (
             isinstance(classes, (str, Tensor))
             or not isinstance(classes, Sequence)
@@ -105,14 +104,13 @@ class ClassModelMonitor(Callback):
         ):
             raise ValueError(f"input_shape must be None or (C, H, W) with positive ints, got {input_shape!r}.")
         self.input_shape: tuple[int, ...] | None = tuple(input_shape) if input_shape is not None else None
-        self.steps = _int_at_least(steps, 1, "steps")
-        self.jitter = _int_at_least(jitter, 0, "jitter")
-        self.blur_every = _int_at_least(blur_every, 0, "blur_every")
-        self.every_n_epochs = _int_at_least(every_n_epochs, 1, "every_n_epochs")
-        self.min_display_size = _int_at_least(min_display_size, 1, "min_display_size")
-        self.nrow = _int_at_least(nrow, 1, "nrow") if nrow is not None else None
-        self.lr = _positive_float(lr, "lr")
-        self.blur_sigma = _positive_float(blur_sigma, "blur_sigma")
+        self.steps = int_at_least(steps, 1, "steps")
+        self.jitter = int_at_least(jitter, 0, "jitter")
+        self.blur_every = int_at_least(blur_every, 0, "blur_every")
+        self.min_display_size = int_at_least(min_display_size, 1, "min_display_size")
+        self.nrow = int_at_least(nrow, 1, "nrow") if nrow is not None else None
+        self.lr = positive_float(lr, "lr")
+        self.blur_sigma = positive_float(blur_sigma, "blur_sigma")
         if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
             raise ValueError(f"weight_decay must be a float >= 0 (lambda of the L2 penalty), got {weight_decay!r}.")
         self.weight_decay = float(weight_decay)
@@ -121,11 +119,7 @@ class ClassModelMonitor(Callback):
         if isinstance(init, str) and init == "mean" and mean is None:
             raise ValueError("init='mean' needs `mean=` (the per-channel mean the inputs were normalised with).")
         self.init: InitSpec = init.detach().cpu().clone() if isinstance(init, Tensor) else init
-        self.mean, self.std = _floats(mean, "mean"), _floats(std, "std")
-        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
-            raise ValueError(f"mean and std must have the same length, got mean={self.mean} and std={self.std}.")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}.")
+        self.mean, self.std = normalisation(mean, std)
         if self.input_shape is not None and (self.mean is not None or self.std is not None):
             valid_input_range(self.input_shape[0], self.mean, self.std)  # raises on a channel-count mismatch
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -134,12 +128,8 @@ class ClassModelMonitor(Callback):
         if output_adapter is not None and not callable(output_adapter):
             raise TypeError(f"output_adapter must be callable (output -> logits), got {output_adapter!r}.")
         self.output_adapter = output_adapter
-        if not isinstance(log_prefix, str) or not log_prefix:
-            raise ValueError(f"log_prefix must be a non-empty string, got {log_prefix!r}.")
-        self.log_prefix = log_prefix
         self._seen_shape: tuple[int, ...] | None = None
         self._default_classes: list[int] | None = None
-        self._warned_no_tensorboard = False
         self.last_images: Tensor | None = None
         """The images of the last logged epoch on rank 0: ``[K, C, H, W]`` in input space, on the CPU."""
         self.last_classes: list[int] = []
@@ -147,20 +137,12 @@ class ClassModelMonitor(Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
 
+    _logs = "class model images"
+
     @property
     def state_key(self) -> str:
         """Unique per configuration, so several monitors can live in one checkpoint."""
         return self._generate_state_key(classes=self.classes, log_prefix=self.log_prefix)
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check the environment: a TensorBoard logger is needed to see images."""
-        if not self._tensorboard_loggers(trainer) and not self._warned_no_tensorboard:
-            self._warned_no_tensorboard = True
-            rank_zero_warn(
-                "ClassModelMonitor found no TensorBoardLogger in the Trainer's loggers, so class model images will "
-                "not be logged. Add `logger=TensorBoardLogger(...)`.",
-                category=SaliencyWarning,
-            )
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -173,18 +155,6 @@ class ClassModelMonitor(Callback):
     ) -> None:
         """Remember the input shape of the first batch (when ``input_shape`` was not given)."""
         self._see_batch(batch)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Optimise and log, every ``every_n_epochs`` during fit; skipped in the sanity check."""
-        if trainer.sanity_checking:
-            return
-        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
-            return
-        self._run(trainer, pl_module, "validate")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Optimise and log at the end of testing."""
-        self._run(trainer, pl_module, "test")
 
     # ------------------------------------------------------------------ the work
 
@@ -204,7 +174,7 @@ class ClassModelMonitor(Callback):
                 "ClassModelMonitor does not know the input shape: give `input_shape=(C, H, W)`, or run it in a "
                 "Trainer with validation (or test) data so it can take the shape from the first batch."
             )
-        device = _module_device(model)
+        device = module_device(model)
         run = Run(precision or Precision(), self.output_adapter)
         classes = self._resolve_classes(model, shape, run, device)
         images = class_model_visualisation(
@@ -261,51 +231,15 @@ class ClassModelMonitor(Callback):
         images = self.compute(pl_module, precision=Precision.from_trainer(trainer))
         self.last_images = images
         grid = self.grid(images)
-        tag = f"{self.log_prefix}{_STAGE_PREFIX[stage]}/grid"
+        tag = f"{self._prefix(stage)}/grid"
         for logger in self._tensorboard_loggers(trainer):
             logger.experiment.add_image(tag, grid, global_step=trainer.global_step, dataformats="CHW")
 
-    @staticmethod
-    def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
-        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
 
 # ---------------------------------------------------------------------- argument checks
-
-
-def _int_at_least(value: Any, minimum: int, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{arg} must be an int >= {minimum}, got {value!r}.")
-    return value
-
-
-def _positive_float(value: Any, arg: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{arg} must be a float > 0, got {value!r}.")
-    return float(value)
-
-
-def _floats(values: Sequence[float] | None, arg: str) -> list[float] | None:
-    if values is None:
-        return None
-    try:
-        floats = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise TypeError(f"{arg} must be a sequence of floats (one per channel), got {values!r}.") from None
-    if not floats:
-        raise ValueError(f"{arg} must have one value per input channel, got an empty sequence.")
-    return floats
 
 
 def _upscale(tiles: Tensor, min_size: int) -> Tensor:
     """Nearest-neighbour upscale by an integer factor so the shorter side is at least ``min_size``."""
     factor = max(1, -(-min_size // max(min(tiles.shape[-2:]), 1)))
     return tiles if factor == 1 else F.interpolate(tiles, scale_factor=factor, mode="nearest")
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    for param in module.parameters():
-        return param.device
-    for buffer in module.buffers():
-        return buffer.device
-    return torch.device("cpu")

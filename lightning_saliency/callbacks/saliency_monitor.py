@@ -14,12 +14,20 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_saliency._runtime import OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency._checks import int_at_least, normalisation
+from lightning_saliency._runtime import (
+    OutputAdapter,
+    Precision,
+    eval_mode,
+    gradients_enabled,
+    module_device,
+    preserved_rng,
+)
+from lightning_saliency.callbacks._base import EpochEndMonitor
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.localisation import draw_localisation, saliency_to_box
@@ -115,10 +123,7 @@ class Alarm:
         return " or ".join(parts)
 
 
-_STAGE_PREFIX = {"validate": "", "test": "_test"}
-
-
-class SaliencyMonitor(Callback):
+class SaliencyMonitor(EpochEndMonitor):
     """Log saliency maps of a fixed probe batch to TensorBoard at the end of validation (and test) epochs.
 
     For each logged epoch the TensorBoard *images* tab shows ``saliency/overview`` (one row per probe image:
@@ -205,12 +210,11 @@ class SaliencyMonitor(Callback):
         output_adapter: OutputAdapter | None = None,
         log_prefix: str = "saliency",
     ) -> None:
-        super().__init__()
+        super().__init__(every_n_epochs, log_prefix)
         self.methods = _build_methods(methods, target_layer)
-        self.num_samples = _positive_int(num_samples, "num_samples")
-        self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
-        self.min_display_size = _positive_int(min_display_size, "min_display_size")
-        self.history_size = _positive_int(history_size, "history_size")
+        self.num_samples = int_at_least(num_samples, 1, "num_samples")
+        self.min_display_size = int_at_least(min_display_size, 1, "min_display_size")
+        self.history_size = int_at_least(history_size, 1, "history_size")
         if not isinstance(localisation, bool):
             raise TypeError(f"localisation must be a bool, got {localisation!r}.")
         self.localisation = localisation
@@ -218,9 +222,9 @@ class SaliencyMonitor(Callback):
             raise TypeError(f"strict must be a bool, got {strict!r}.")
         self.strict = strict
         self.scores = _check_scores(scores)
-        self.score_steps = _positive_int(score_steps, "score_steps")
-        self.score_batch_size = _positive_int(score_batch_size, "score_batch_size")
-        self.expensive_every_n_epochs = _positive_int(expensive_every_n_epochs, "expensive_every_n_epochs")
+        self.score_steps = int_at_least(score_steps, 1, "score_steps")
+        self.score_batch_size = int_at_least(score_batch_size, 1, "score_batch_size")
+        self.expensive_every_n_epochs = int_at_least(expensive_every_n_epochs, 1, "expensive_every_n_epochs")
         self.alarms = _check_alarms(alarms, self.methods, self.scores)
         if not (isinstance(targets, int) and not isinstance(targets, bool) and targets >= 0) and targets not in (
             "label",
@@ -232,21 +236,14 @@ class SaliencyMonitor(Callback):
             raise ValueError(f"colormap must be one of {sorted(COLORMAPS)}, got {colormap!r}.")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be a float in [0, 1], got {alpha!r}.")
-        self.mean, self.std = _floats(mean, "mean"), _floats(std, "std")
-        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
-            raise ValueError(f"mean and std must have the same length, got mean={self.mean} and std={self.std}.")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}.")
-        if not isinstance(log_prefix, str) or not log_prefix:
-            raise ValueError(f"log_prefix must be a non-empty string, got {log_prefix!r}.")
+        self.mean, self.std = normalisation(mean, std)
         if output_adapter is not None and not callable(output_adapter):
             raise TypeError(f"output_adapter must be callable (output -> logits), got {output_adapter!r}.")
-        self.colormap, self.alpha, self.log_prefix = colormap, float(alpha), log_prefix
+        self.colormap, self.alpha = colormap, float(alpha)
         self.output_adapter = output_adapter
         self._probe_spec = _check_probe_spec(probe)
         self._probes: dict[str, Probe] = {}
         self._probe_indices: list[int] | None = None
-        self._warned_no_tensorboard = False
         self.last_maps: dict[str, Tensor] = {}
         self.history: dict[str, list[tuple[int, Tensor]]] = {}
         self.last_scores: dict[str, dict[str, float]] = {}
@@ -261,6 +258,8 @@ class SaliencyMonitor(Callback):
         """The maps of the last logged epoch on rank 0: method label -> ``[B, 1, H, W]`` on the CPU."""
 
     # ------------------------------------------------------------------ Lightning hooks
+
+    _logs = "saliency images (timings and scores still go to the other loggers)"
 
     @property
     def state_key(self) -> str:
@@ -281,25 +280,7 @@ class SaliencyMonitor(Callback):
                 "forward needs every rank, while saliency methods run a data-dependent number of forwards on each "
                 "rank's share of the probe. Use DDP (strategy='ddp'), or remove the callback for this run."
             )
-        if not self._tensorboard_loggers(trainer) and not self._warned_no_tensorboard:
-            self._warned_no_tensorboard = True
-            rank_zero_warn(
-                "SaliencyMonitor found no TensorBoardLogger in the Trainer's loggers, so saliency images will not "
-                "be logged (timings still go to the other loggers). Add `logger=TensorBoardLogger(...)`.",
-                category=SaliencyWarning,
-            )
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Compute and log, every ``every_n_epochs`` during fit; skipped in the sanity check."""
-        if trainer.sanity_checking:
-            return
-        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
-            return
-        self._run(trainer, pl_module, "validate")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Compute and log on the test probe."""
-        self._run(trainer, pl_module, "test")
+        super().setup(trainer, pl_module, stage)
 
     def state_dict(self) -> dict[str, Any]:
         """What resuming needs: the probe's identity (dataset indices, not tensors) and the map history.
@@ -347,7 +328,7 @@ class SaliencyMonitor(Callback):
         expensive: bool = False,
         progress: Callable[[str], None] = lambda _: None,
     ) -> _Result:
-        device = _module_device(pl_module)
+        device = module_device(pl_module)
         run = Run(precision, self.output_adapter)
         result = _Result()
         with preserved_rng([device]), gradients_enabled():
@@ -578,7 +559,7 @@ class SaliencyMonitor(Callback):
         maps = result.maps
         self.last_maps = maps
         images = to_display(probe.inputs, self.mean, self.std)  # [B,3,H,W]
-        prefix = self.log_prefix + _STAGE_PREFIX[stage]
+        prefix = self._prefix(stage)
         draw = {"alpha": self.alpha, "colormap": self.colormap, "min_size": self.min_display_size}
         grids = {f"{prefix}/overview": overview_grid(images, maps, **draw)}  # type: ignore[arg-type]
         for label, m in maps.items():
@@ -723,10 +704,6 @@ class SaliencyMonitor(Callback):
         self._probes[stage] = probe
         return probe
 
-    @staticmethod
-    def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
-        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
 
 # ---------------------------------------------------------------------- argument checks
 
@@ -756,24 +733,6 @@ def _build_methods(methods: Sequence[str | SaliencyMethod], target_layer: LayerS
     return built
 
 
-def _positive_int(value: Any, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{arg} must be an int >= 1, got {value!r}.")
-    return value
-
-
-def _floats(values: Sequence[float] | None, arg: str) -> list[float] | None:
-    if values is None:
-        return None
-    try:
-        floats = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise TypeError(f"{arg} must be a sequence of floats (one per channel), got {values!r}.") from None
-    if not floats:
-        raise ValueError(f"{arg} must have one value per input channel, got an empty sequence.")
-    return floats
-
-
 def _check_probe_spec(probe: ProbeSpec) -> ProbeSpec:
     if probe is None or isinstance(probe, Probe):
         return probe
@@ -794,14 +753,6 @@ def _check_probe_spec(probe: ProbeSpec) -> ProbeSpec:
         f"probe must be None, a Tensor [B, C, H, W], a tuple (inputs, labels), or a list of dataset indices, "
         f"got {type(probe).__name__}."
     )
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    for param in module.parameters():
-        return param.device
-    for buffer in module.buffers():
-        return buffer.device
-    return torch.device("cpu")
 
 
 def _now(device: torch.device) -> float:

@@ -1,0 +1,68 @@
+"""Argument checks shared by the callbacks and functions: each error names the argument, the value and the rule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["floats", "int_at_least", "non_empty_str", "normalisation", "positive_float"]
+
+
+def int_at_least(value: Any, minimum: int, arg: str) -> int:
+    """``value`` if it is an int (not a bool) ``>= minimum``.
+
+    Example:
+        >>> int_at_least(0, 1, "every_n_epochs")
+        Traceback (most recent call last):
+        ...
+        ValueError: every_n_epochs must be an int >= 1, got 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{arg} must be an int >= {minimum}, got {value!r}.")
+    return value
+
+
+def positive_float(value: Any, arg: str) -> float:
+    """``value`` as a float if it is a number ``> 0``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{arg} must be a float > 0, got {value!r}.")
+    return float(value)
+
+
+def non_empty_str(value: Any, arg: str) -> str:
+    """``value`` if it is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{arg} must be a non-empty string, got {value!r}.")
+    return value
+
+
+def floats(values: Sequence[float] | None, arg: str) -> list[float] | None:
+    """``values`` as a non-empty list of floats (one per channel), or ``None``."""
+    if values is None:
+        return None
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise TypeError(f"{arg} must be a sequence of floats (one per channel), got {values!r}.") from None
+    if not out:
+        raise ValueError(f"{arg} must have one value per input channel, got an empty sequence.")
+    return out
+
+
+def normalisation(
+    mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[list[float] | None, list[float] | None]:
+    """Checked ``(mean, std)`` of an input normalisation: same lengths, positive ``std``.
+
+    Example:
+        >>> normalisation([0.5, 0.5], [0.2])
+        Traceback (most recent call last):
+        ...
+        ValueError: mean and std must have the same length, got mean=[0.5, 0.5] and std=[0.2].
+    """
+    m, s = floats(mean, "mean"), floats(std, "std")
+    if m is not None and s is not None and len(m) != len(s):
+        raise ValueError(f"mean and std must have the same length, got mean={m} and std={s}.")
+    if s is not None and any(v <= 0 for v in s):
+        raise ValueError(f"std must be positive, got {s}.")
+    return m, s

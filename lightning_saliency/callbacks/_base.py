@@ -1,0 +1,72 @@
+"""What the monitors share: when they run, where their images go, and the one-time no-TensorBoard warning."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_saliency._checks import int_at_least, non_empty_str
+from lightning_saliency.exceptions import SaliencyWarning
+
+__all__: list[str] = []
+
+_STAGE_SUFFIX = {"validate": "", "test": "_test"}
+
+
+class EpochEndMonitor(Callback, ABC):
+    """Base of the monitors: runs ``_run`` at the end of the validation and test epochs that should log.
+
+    That is every ``every_n_epochs``-th validation epoch of ``fit`` (never the sanity check), and the end of every
+    ``validate`` and ``test`` run.
+
+    Args:
+        every_n_epochs: Log every n-th validation epoch during ``fit``.
+        log_prefix: Tag prefix in TensorBoard; ``_test`` is appended in ``trainer.test()``.
+    """
+
+    _logs: ClassVar[str] = "images"
+    """What is lost without a TensorBoard logger (for the warning)."""
+
+    def __init__(self, every_n_epochs: int, log_prefix: str) -> None:
+        super().__init__()
+        self.every_n_epochs = int_at_least(every_n_epochs, 1, "every_n_epochs")
+        self.log_prefix = non_empty_str(log_prefix, "log_prefix")
+        self._warned_no_tensorboard = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Warn once when there is no TensorBoard logger to show the images."""
+        if not self._tensorboard_loggers(trainer) and not self._warned_no_tensorboard:
+            self._warned_no_tensorboard = True
+            rank_zero_warn(
+                f"{type(self).__name__} found no TensorBoardLogger in the Trainer's loggers, so {self._logs} will not "
+                "be logged. Add `logger=TensorBoardLogger(...)`.",
+                category=SaliencyWarning,
+            )
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run every ``every_n_epochs`` during fit (always in ``validate``); skipped in the sanity check."""
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        self._run(trainer, pl_module, "validate")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run at the end of testing."""
+        self._run(trainer, pl_module, "test")
+
+    @abstractmethod
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Compute and log for ``stage`` (``"validate"`` or ``"test"``)."""
+
+    def _prefix(self, stage: str) -> str:
+        return self.log_prefix + _STAGE_SUFFIX[stage]
+
+    @staticmethod
+    def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
+        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
