@@ -63,8 +63,10 @@ class SmallCNN(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], _: int) -> None:
         self._step(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)}
 
 
 def main(argv: list[str] | None = None) -> Path:
