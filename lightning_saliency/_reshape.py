@@ -8,8 +8,8 @@ CAM methods read a layer's activations and gradients as ``[B, K, h, w]``. Vision
 
 :func:`to_feature_map` (the ``reshape="auto"`` of CAM methods) infers the token grid from the *input* size
 alone, never a hard-coded 14x14: with ``n = T - P`` patch tokens it takes the factorisation ``h * w = n`` whose
-aspect ratio ``h / w`` is closest to the input's ``H / W``, and the smallest prefix ``P = 0, 1, ..., 8`` for
-which one is within a factor 1.5 of it. That is the patch grid for any patch size (``h = H / patch`` rounded
+aspect ratio ``h / w`` is closest to the input's ``H / W``, and the smallest prefix ``P = 0, 1, ..., 8`` (``P < n``)
+for which one is within a factor 1.5 of it. That is the patch grid for any patch size (``h = H / patch`` rounded
 down when the input is not a multiple of the patch), so the model's patch size need not be known. The prefix
 tokens are dropped (the *last* ``n`` tokens are the patches, as in torchvision and timm).
 
@@ -76,7 +76,7 @@ def grid_size(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int] 
     """
     if len(shape) == 3:
         tokens = shape[1]
-        for prefix in range(min(_MAX_PREFIX, tokens - 1) + 1):
+        for prefix in range(min(_MAX_PREFIX, (tokens - 1) // 2) + 1):  # fewer prefix tokens than patches
             h, w, err = _token_grid(tokens - prefix, size)
             if err <= _ASPECT_TOLERANCE:
                 return h, w

@@ -3,7 +3,11 @@
 ``"auto"`` runs one dry forward (eval mode, no gradients) on a single probe image and picks the module that
 finishes last before the model's last adaptive (global) pooling module or, without one, the last module whose
 output is a 4-D feature map ``[B, K, h, w]`` larger than 1x1. On torchvision classifiers that is the end of the
-convolutional trunk: ``layer4`` on ResNets, ``features`` on VGG, MobileNet, EfficientNet, DenseNet and ConvNeXt.
+convolutional trunk: ``layer4`` on ResNets, ``features`` on VGG, MobileNet, EfficientNet, DenseNet and ConvNeXt;
+``permute`` (the channels-first view of the last stage) on torchvision's Swin. A vision transformer without global
+pooling (torchvision/timm ViT: its last 4-D output is the patch embedding) gets the LayerNorm that feeds the last
+self-attention (``encoder.layers.encoder_layer_{L-1}.ln_1``): after the last block only the class token reaches
+the logits, so the patch tokens of later layers have zero gradient (pytorch-grad-cam's recommendation).
 """
 
 from __future__ import annotations
@@ -41,8 +45,16 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
         >>> spatial_layers(net, torch.zeros(1, 3, 8, 8))
         [('0', (1, 4, 6, 6)), ('1', (1, 4, 6, 6)), ('2', (1, 4, 1, 1))]
     """
+    return _dry_forward(model, inputs, precision)[0]
+
+
+def _dry_forward(
+    model: nn.Module, inputs: Tensor, precision: Precision
+) -> tuple[list[tuple[str, tuple[int, ...]]], list[tuple[str, tuple[int, ...] | None]]]:
+    """``(spatial_layers' list, every module run once with its output shape or None)``, in finishing order."""
     order: dict[str, tuple[int, ...]] = {}
     runs: dict[str, int] = {}
+    finished: dict[str, tuple[int, ...] | None] = {}
 
     def record(name: str) -> Any:
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
@@ -50,6 +62,7 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
             if isinstance(output, Tensor) and output.ndim == 4:
                 order.pop(name, None)
                 order[name] = tuple(output.shape)
+            finished[name] = tuple(output.shape) if isinstance(output, Tensor) else None
 
         return hook
 
@@ -62,7 +75,10 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
     finally:
         for handle in handles:
             handle.remove()
-    return [(name, shape) for name, shape in order.items() if runs[name] == 1]
+    return (
+        [(name, shape) for name, shape in order.items() if runs[name] == 1],
+        [(name, shape) for name, shape in finished.items() if runs[name] == 1],
+    )
 
 
 def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = FP32) -> str:
@@ -80,8 +96,11 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
         >>> find_target_layer(resnet18(), torch.zeros(1, 3, 64, 64))
         'layer4'
     """
-    layers = spatial_layers(model, inputs, precision)
+    layers, finished = _dry_forward(model, inputs, precision)
     pools = [i for i, (n, _) in enumerate(layers) if _is_global_pool(model, n)]
+    token_layer = None if pools else _token_layer(model, layers, finished)
+    if token_layer is not None:
+        return token_layer
     candidates = [(n, s) for n, s in layers if not _is_global_pool(model, n)]
     if pools:
         # The classifier's global pooling is the last one to finish (squeeze-excitation pools finish earlier); what
@@ -133,6 +152,32 @@ def resolve_target_layer(
         f"target_layer={layer!r} is not a module of {type(model).__name__}.{hint} Layers with a spatial output, "
         f"first to last: {', '.join(spatial[-12:]) or 'none'}."
     )
+
+
+def _is_attention(module: nn.Module) -> bool:
+    kind = type(module).__name__.lower()
+    return isinstance(module, nn.MultiheadAttention) or kind.endswith(("attention", "attn"))
+
+
+def _token_layer(
+    model: nn.Module, layers: list[tuple[str, tuple[int, ...]]], finished: list[tuple[str, tuple[int, ...] | None]]
+) -> str | None:
+    """ViT rule: the last LayerNorm with a token output ``[B, T, D]`` that finishes before the last attention module.
+
+    Only applies when an attention module finishes after the last 4-D output (the patch embedding); else ``None``.
+    """
+    names = [n for n, _ in finished]
+    start = names.index(layers[-1][0]) + 1 if layers and layers[-1][0] in names else 0
+    after = finished[start:]
+    attention = [i for i, (n, _) in enumerate(after) if _is_attention(model.get_submodule(n))]
+    if not attention:
+        return None
+    norms = [
+        n
+        for n, s in after[: attention[-1]]
+        if s is not None and len(s) == 3 and isinstance(model.get_submodule(n), nn.LayerNorm)
+    ]
+    return norms[-1] if norms else None
 
 
 def _is_global_pool(model: nn.Module, name: str) -> bool:

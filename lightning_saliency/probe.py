@@ -7,12 +7,15 @@ time it is used.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from lightning_saliency.exceptions import SaliencyWarning
 
 __all__ = ["Probe", "balanced_positions", "probe_from_dataloader", "probe_from_dataset", "split_sample"]
 
@@ -53,6 +56,7 @@ class Probe:
             )
         with torch.inference_mode(False):
             self.inputs = self.inputs.detach().to("cpu", copy=True).contiguous()
+            _warn_non_finite(self.inputs)
             if self.labels is not None:
                 labels = torch.as_tensor(self.labels)
                 if labels.shape != self.inputs.shape[:1] or labels.is_floating_point():
@@ -88,7 +92,32 @@ class Probe:
             return None if t is None else t[idx]
 
         indices = None if self.indices is None else [self.indices[int(i)] for i in idx]
-        return Probe(self.inputs[idx], pick(self.labels), indices, pick(self.boxes), pick(self.masks))
+        with warnings.catch_warnings():  # this probe was checked (and warned about) when it was made
+            warnings.simplefilter("ignore", SaliencyWarning)
+            return Probe(self.inputs[idx], pick(self.labels), indices, pick(self.boxes), pick(self.masks))
+
+
+def _warn_non_finite(inputs: Tensor) -> None:
+    """Warn if some probe images contain NaN or Inf: their maps are then all zeros (never NaN) and meaningless."""
+    bad = (~torch.isfinite(inputs)).flatten(1).any(1)  # [B]
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        warnings.warn(
+            f"Saliency probe images {rows} contain NaN or Inf values; their maps and scores are meaningless (maps "
+            "of non-finite values are set to 0). Check the data pipeline, or pass a clean `probe=`.",
+            SaliencyWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_small(found: int, num_samples: int, where: str) -> None:
+    if found < num_samples:
+        warnings.warn(
+            f"SaliencyMonitor asked for a probe of num_samples={num_samples} images, but the {where} has only "
+            f"{found}; using all {found}.",
+            SaliencyWarning,
+            stacklevel=3,
+        )
 
 
 def split_sample(sample: Any) -> tuple[Tensor, Any]:
@@ -173,6 +202,10 @@ def probe_from_dataset(dataset: Any, num_samples: int, indices: Sequence[int] | 
 
     Raises:
         ValueError: If the dataset is empty or an index is out of range.
+
+    Warns:
+        SaliencyWarning: If the dataset has fewer than ``num_samples`` samples (all are used), or probe images
+            contain NaN/Inf.
     """
     n = len(dataset)
     if n == 0:
@@ -186,10 +219,12 @@ def probe_from_dataset(dataset: Any, num_samples: int, indices: Sequence[int] | 
         candidates = _evenly_spaced(n, num_samples * _SCAN_FACTOR)
         labels = [_as_label(split_sample(dataset[i])[1]) for i in candidates]
         chosen = [candidates[p] for p in balanced_positions(labels, num_samples)]
+        _warn_small(n, num_samples, "validation dataset")
     raw = [dataset[i] for i in chosen]
     probe = _stack([split_sample(r) for r in raw], chosen)
     boxes, masks = [_region(r, _BOX_KEYS) for r in raw], [_region(r, _MASK_KEYS) for r in raw]
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SaliencyWarning)  # the inputs were checked by `_stack` already
         if all(b is not None for b in boxes):
             probe.boxes = torch.stack([b.detach().clone().float().flatten()[:4] for b in boxes])  # type: ignore[union-attr]
         if all(m is not None for m in masks):
@@ -199,7 +234,14 @@ def probe_from_dataset(dataset: Any, num_samples: int, indices: Sequence[int] | 
 
 
 def probe_from_dataloader(batches: Iterable[Any], num_samples: int) -> Probe:
-    """Take a class-balanced probe from the first batches of a dataloader (for iterable datasets)."""
+    """Take a class-balanced probe from the first batches of a dataloader (for iterable datasets).
+
+    Raises:
+        ValueError: If the dataloader yields no samples.
+
+    Warns:
+        SaliencyWarning: If it yields fewer than ``num_samples`` samples (all are used), or images with NaN/Inf.
+    """
     scanned: list[tuple[Tensor, Any]] = []
     for batch in batches:
         x, y = split_sample(batch)
@@ -209,6 +251,7 @@ def probe_from_dataloader(batches: Iterable[Any], num_samples: int) -> Probe:
             break
     if not scanned:
         raise ValueError("Cannot take a saliency probe: the validation dataloader yielded no samples.")
+    _warn_small(len(scanned), num_samples, "validation dataloader")
     positions = balanced_positions([_as_label(y) for _, y in scanned], num_samples)
     return _stack([scanned[p] for p in positions], None)
 

@@ -13,8 +13,11 @@ from lightning_saliency.methods.base import (
     normalize_maps,
 )
 from lightning_saliency.methods.cameras import CAMERAS
+from lightning_saliency.methods.cams import EigenCAM, HiResCAM, LayerCAM, XGradCAM
+from lightning_saliency.methods.fusion import FusedCAM
 from lightning_saliency.methods.gradcam import GradCAM, GradCAMPlusPlus
 from lightning_saliency.methods.gradient import Gradient, GradientXInput, SmoothGrad
+from lightning_saliency.methods.integrated_gradients import IntegratedGradients
 from lightning_saliency.methods.registry import METHODS, available_methods, get_method, register_method
 from lightning_saliency.methods.scorecam import ScoreCAM
 
@@ -22,16 +25,22 @@ __all__ = [
     "CAMERAS",
     "METHODS",
     "CAMMethod",
+    "EigenCAM",
+    "FusedCAM",
     "GradCAM",
     "GradCAMPlusPlus",
     "Gradient",
     "GradientMethod",
     "GradientPass",
     "GradientXInput",
+    "HiResCAM",
+    "IntegratedGradients",
+    "LayerCAM",
     "Run",
     "SaliencyMethod",
     "ScoreCAM",
     "SmoothGrad",
+    "XGradCAM",
     "available_methods",
     "compute_saliency",
     "get_method",

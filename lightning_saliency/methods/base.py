@@ -374,9 +374,9 @@ def compute_saliency(
             for (i, m), layer in zip(shared, method_layers, strict=True):
                 raw[i] = m.from_pass(p, layer)
             del p
-        for i, m in enumerate(methods):
+        for i, method in enumerate(methods):
             if raw[i] is None:
-                raw[i] = m.compute(model, inputs, targets, run)
+                raw[i] = method.compute(model, inputs, targets, run)
         # Still outside inference mode: the maps are normal tensors even when the caller is in inference mode.
         return [normalize_maps(r, size) for r in raw if r is not None]
 

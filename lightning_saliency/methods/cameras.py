@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, _check_feature_map, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
@@ -103,10 +104,12 @@ class CAMERAS(GradientMethod):
         """``ReLU(sum_k mean(A)_k * mean(G)_k)``, ``[B, 1, H, W]``."""
         layer = self.layer(model, inputs, run)
         assert layer is not None
-        maps = [
-            self._chunk(model, inputs[i : i + self.batch_size], targets[i : i + self.batch_size], layer, run)
-            for i in range(0, inputs.shape[0], self.batch_size)
-        ]
+        maps = run_chunked(
+            lambda lo, hi: self._chunk(model, inputs[lo:hi], targets[lo:hi], layer, run),
+            inputs.shape[0],
+            self.batch_size,
+            what="images",
+        )  # on out-of-memory a chunk is retried with half the images
         return torch.cat(maps)  # [B,1,H,W]
 
     def _chunk(self, model: nn.Module, x: Tensor, t: Tensor, layer: nn.Module, run: Run) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
 
@@ -111,11 +112,14 @@ class SmoothGrad(GradientMethod):
         noisy = (inputs.float().cpu()[None] + noise).flatten(0, 1).to(inputs.device, inputs.dtype)  # [n*B,C,H,W]
         repeated = targets.repeat(self.num_samples)  # [n*B]
         total = torch.zeros((b, 1, *inputs.shape[-2:]), device=inputs.device)
-        for start in range(0, noisy.shape[0], self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            p = run_gradient_pass(model, noisy[chunk], repeated[chunk], [], run, input_grads=True)
+
+        def noisy_chunk(start: int, stop: int) -> None:
+            p = run_gradient_pass(model, noisy[start:stop], repeated[start:stop], [], run, input_grads=True)
             assert p.input_grads is not None
             sal = _abs_max_over_channels(p.input_grads)  # [c,1,H,W]
-            owner = torch.arange(start, start + sal.shape[0], device=inputs.device) % b  # image index of each row
-            total.index_add_(0, owner, sal)
+            owner = torch.arange(start, stop, device=inputs.device) % b  # image index of each row
+            total.index_add_(0, owner, sal)  # last step: a chunk that ran out of memory has added nothing
+
+        # On out-of-memory a chunk is retried at half the size; rows are still added in the same order.
+        run_chunked(noisy_chunk, noisy.shape[0], self.batch_size, what="noisy images")
         return total / self.num_samples

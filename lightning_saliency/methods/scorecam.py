@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency.layers import LayerSpec, capture_outputs
 from lightning_saliency.methods.base import (
     GradientMethod,
@@ -165,8 +166,9 @@ class ScoreCAM(GradientMethod):
             scores = torch.where(constant, zero_scores[:, None], scores)
         todo = ~constant if selected is None else selected  # [B,K]
         img_idx, ch_idx = todo.nonzero(as_tuple=True)  # [P], [P]
-        for start in range(0, img_idx.numel(), self.batch_size):
-            bi, ki = img_idx[start : start + self.batch_size], ch_idx[start : start + self.batch_size]  # [n]
+
+        def score_chunk(start: int, stop: int) -> None:
+            bi, ki = img_idx[start:stop], ch_idx[start:stop]  # [n]
             up = F.interpolate(acts[bi, ki][:, None], size=size, mode="bilinear", align_corners=pgc)  # [n,1,H,W]
             lo = up.flatten(1).amin(1)[:, None, None, None]  # [n,1,1,1]
             hi = up.flatten(1).amax(1)[:, None, None, None]
@@ -178,6 +180,9 @@ class ScoreCAM(GradientMethod):
             masked = (inputs[bi].float() * masks).to(inputs.dtype)  # [n,C,H,W]
             logits = run.logits(model, masked).float()  # [n,N]
             scores[bi, ki] = self._read(logits, targets[bi])
+
+        # On out-of-memory the chunk is retried at half the size (results written by index: a retry overwrites).
+        run_chunked(score_chunk, img_idx.numel(), self.batch_size, what="masked inputs")
         return scores
 
     def _read(self, logits: Tensor, targets: Tensor) -> Tensor:

@@ -102,6 +102,24 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
         "map_stability": ScoreInfo(
             "Spearman rho between each image's map at this epoch and at the previous one.", None, "map_stability", False
         ),
+        "road": ScoreInfo(
+            "ROAD combined: (LeRF - MoRF) / 2 probability with noisy linear imputation, over 10..90 % removed.",
+            True,
+            "road_score",
+            False,
+        ),
+        "infidelity": ScoreInfo(
+            "Infidelity (captum): mean squared error of attributions . noise vs the logit change, N(0, 0.003).",
+            False,
+            "infidelity",
+            False,
+        ),
+        "sensitivity_max": ScoreInfo(
+            "Max-sensitivity (captum): largest relative change of the explanation within an L-inf ball of 0.02.",
+            False,
+            "sensitivity_max",
+            False,
+        ),
     }
 )
 """Score name -> :class:`ScoreInfo`."""

@@ -27,6 +27,7 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"num_samples": 4, "batch_size": 8},
     "scorecam": {"batch_size": 16},
     "cameras": {"scales": (1.0, 1.5), "batch_size": 4},
+    "integrated_gradients": {"steps": 4, "internal_batch_size": 8},
 }
 
 HOOK_DICTS = (

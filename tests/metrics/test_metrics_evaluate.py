@@ -7,12 +7,15 @@ from lightning_saliency.metrics import (
     DeletionAUC,
     EnergyPointingGame,
     IncreaseInConfidence,
+    Infidelity,
     InsertionAUC,
     LocalisationIoU,
     MapStability,
     ModelRandomisation,
     PointingGame,
+    ROADCombined,
     SaliencyAttack,
+    SensitivityMax,
     average_drop,
     curve_auc,
     deletion_curve,
@@ -90,6 +93,9 @@ def test_registry_agrees_with_metric_classes():
         "model_randomisation": ModelRandomisation,
         "saliency_attack": SaliencyAttack,
         "map_stability": MapStability,
+        "road": ROADCombined,
+        "infidelity": Infidelity,
+        "sensitivity_max": SensitivityMax,
     }
     assert set(SCORES) == set(classes)
     for name, cls in classes.items():

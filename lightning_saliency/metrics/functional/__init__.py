@@ -21,24 +21,39 @@ from lightning_saliency.metrics.functional.perturbation import (
     insertion_curve,
     perturbation_baseline,
 )
+from lightning_saliency.metrics.functional.road import (
+    DEFAULT_PERCENTAGES,
+    noisy_linear_imputation,
+    road_curves,
+    road_masks,
+    road_score,
+)
+from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score, randomisable_layers
 
 __all__ = [
+    "DEFAULT_PERCENTAGES",
     "DEFAULT_STEPS",
     "average_drop",
     "curve_auc",
     "deletion_curve",
     "energy_pointing_game",
     "increase_in_confidence",
+    "infidelity",
     "insertion_curve",
     "localisation_iou",
     "map_stability",
     "masked_attack_norm",
     "model_randomisation_score",
+    "noisy_linear_imputation",
     "perturbation_baseline",
     "pointing_game",
     "randomisable_layers",
     "region_masks",
+    "road_curves",
+    "road_masks",
+    "road_score",
     "saliency_attack_score",
+    "sensitivity_max",
     "spearman",
 ]

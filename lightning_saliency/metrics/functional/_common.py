@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import eval_mode, preserved_rng
 from lightning_saliency.methods.base import Run, check_inputs, check_targets
 
@@ -67,10 +68,12 @@ def _target_probs(model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -
 
 def _chunked_target_probs(model: nn.Module, inputs: Tensor, targets: Tensor, run: Run, batch_size: int) -> Tensor:
     """:func:`_target_probs` in forwards of at most ``batch_size`` inputs."""
-    out = [
-        _target_probs(model, inputs[i : i + batch_size], targets[i : i + batch_size], run)
-        for i in range(0, inputs.shape[0], batch_size)
-    ]
+    out = run_chunked(
+        lambda lo, hi: _target_probs(model, inputs[lo:hi], targets[lo:hi], run),
+        inputs.shape[0],
+        batch_size,
+        what="images",
+    )  # on out-of-memory a chunk is retried at half the size
     return torch.cat(out) if out else inputs.new_zeros(0, dtype=torch.float32)
 
 

@@ -11,6 +11,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency.methods.base import Run
 from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
@@ -102,12 +103,16 @@ def _perturbation_curves(
     n = steps + 1
     counts = torch.arange(n, device=start.device) * (h * w) // steps  # [S+1] pixels changed at each step
     probs = torch.empty(b * n, dtype=torch.float32, device=start.device)
-    for lo in range(0, b * n, batch_size):
-        idx = torch.arange(lo, min(lo + batch_size, b * n), device=start.device)  # [P]
+
+    def chunk(lo: int, hi: int) -> None:
+        idx = torch.arange(lo, hi, device=start.device)  # [P]
         img, step = idx // n, idx % n
         changed = (ranks[img] < counts[step][:, None]).view(-1, 1, h, w)  # [P,1,H,W]
         x = torch.where(changed, finish[img], start[img])  # [P,C,H,W]
-        probs[lo : lo + idx.numel()] = _target_probs(model, x, targets[img], run)
+        probs[lo:hi] = _target_probs(model, x, targets[img], run)
+
+    # On out-of-memory a chunk is retried at half the size (results written by index: a retry overwrites).
+    run_chunked(chunk, b * n, batch_size, what="perturbed images")
     return probs.view(b, n)  # [B,S+1]
 
 

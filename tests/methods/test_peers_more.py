@@ -1,0 +1,217 @@
+"""HiResCAM, XGrad-CAM, LayerCAM, EigenCAM, multi-layer fusion and Integrated Gradients equal the peers' on ResNet-18.
+
+Same model and batch as ``test_peers.py`` (torchvision ``resnet18(weights=None)``, seeded, 2x3x64x64). Every peer
+runs on its own deep copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet18
+
+from lightning_saliency.methods import (
+    EigenCAM,
+    FusedCAM,
+    GradCAM,
+    HiResCAM,
+    IntegratedGradients,
+    LayerCAM,
+    Run,
+    XGradCAM,
+    compute_saliency,
+)
+from lightning_saliency.methods.base import run_gradient_pass
+from lightning_saliency.methods.cams import eigen_projection
+from lightning_saliency.methods.integrated_gradients import ig_baseline, path_rule
+
+captum_attr = pytest.importorskip("captum.attr")
+pgc = pytest.importorskip("pytorch_grad_cam")
+pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
+pgc_svd = pytest.importorskip("pytorch_grad_cam.utils.svd_on_activations")
+torchcam_methods = pytest.importorskip("torchcam.methods")
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    model = resnet18(weights=None, num_classes=10).eval()
+    with torch.no_grad():  # random BatchNorm statistics, so eval-mode activations are not just the init's
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(2, 3, SIZE, SIZE, generator=generator), torch.tensor([3, 7])
+
+
+def run_pgc(cam_class: type, model: nn.Module, inputs: Tensor, targets: Tensor, layers: tuple[str, ...] = ("layer4",)):
+    peer = copy.deepcopy(model)
+    with cam_class(model=peer, target_layers=[peer.get_submodule(n) for n in layers]) as cam:
+        out = cam(input_tensor=inputs.clone(), targets=[pgc_targets.ClassifierOutputTarget(int(t)) for t in targets])
+    return torch.from_numpy(out)[:, None]  # [B,1,H,W]
+
+
+def assert_nontrivial(maps: Tensor) -> None:
+    assert (maps.flatten(1).amax(1) > 0).all()
+
+
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+@pytest.mark.parametrize(("ours", "theirs"), [(HiResCAM, "HiResCAM"), (XGradCAM, "XGradCAM"), (LayerCAM, "LayerCAM")])
+def test_cams_equal_pytorch_grad_cam(resnet, batch, ours, theirs, layer):
+    inputs, targets = batch
+    peer = run_pgc(getattr(pgc, theirs), resnet, inputs, targets, (layer,))
+    # pgc: min-max, cv2 bilinear resize (half-pixel centres as align_corners=False), min-max again. Min-max is
+    # affine and the resize linear, so that equals ours (resize, then min-max) on any layer.
+    mine = ours(target_layer=layer)(resnet, inputs, targets)
+    assert_nontrivial(mine)
+    torch.testing.assert_close(mine, peer, rtol=0, atol=1e-4)
+
+
+def test_cams_differ_from_gradcam(resnet, batch):
+    # Guard for the test above. On layer4 (global average pooling + linear head) the gradient is spatially
+    # uniform, so HiResCAM equals Grad-CAM there (and XGrad-CAM nearly); on layer3 all three differ.
+    inputs, targets = batch
+    assert torch.allclose(HiResCAM()(resnet, inputs, targets), GradCAM()(resnet, inputs, targets), atol=1e-5)
+    grad = GradCAM(target_layer="layer3")(resnet, inputs, targets)
+    for method in (HiResCAM, XGradCAM, LayerCAM):
+        assert not torch.allclose(method(target_layer="layer3")(resnet, inputs, targets), grad, atol=1e-2), method
+
+
+def test_layercam_equals_torchcam_on_a_shallow_layer(resnet, batch):
+    inputs, targets = batch
+    peer = copy.deepcopy(resnet)
+    with torchcam_methods.LayerCAM(peer, target_layer="layer3", input_shape=(3, SIZE, SIZE)) as cam:
+        scores = peer(inputs.clone())
+        (theirs,) = cam(class_idx=targets.tolist(), scores=scores, normalized=False)
+    ours = LayerCAM(target_layer="layer3").compute(resnet, inputs, targets, Run()).detach()
+    torch.testing.assert_close(ours, theirs.detach()[:, None], rtol=1e-4, atol=1e-7)
+
+
+def test_eigencam_equals_pytorch_grad_cam_up_to_the_sign(resnet, batch):
+    inputs, targets = batch
+    p = run_gradient_pass(resnet.eval(), inputs, targets, [resnet.layer4], Run(), input_grads=False, gradients=False)
+    assert not p.layer_grads, "EigenCAM alone takes no gradient"
+    acts = p.activations[resnet.layer4]  # [2,512,2,2]
+    ours_raw = eigen_projection(acts)[:, 0]
+    theirs_raw = torch.from_numpy(pgc_svd.get_2d_projection(acts.numpy()))
+    signs = torch.sign((ours_raw * theirs_raw).flatten(1).sum(1))[:, None, None]
+    torch.testing.assert_close(ours_raw, signs * theirs_raw, rtol=1e-4, atol=1e-5)
+    # Sign rule: the projection correlates positively with the channel mean of the activations.
+    mean_act = acts.mean(1) - acts.mean((1, 2, 3))[:, None, None]
+    assert ((ours_raw * mean_act).flatten(1).sum(1) > 0).all()
+    # Full maps: pgc applies ReLU to its (arbitrary-sign) projection; ours is ReLU of the sign-fixed one.
+    ours = EigenCAM()(resnet, inputs, targets)
+    peer = run_pgc(pgc.EigenCAM, resnet, inputs, targets)
+    for i in range(2):
+        if signs[i] > 0:
+            expected = ours[i]
+        else:  # pgc took the other sign: its map is ReLU(-projection), normalised then resized
+            neg = torch.relu(-ours_raw[i])
+            neg = (neg - neg.min()) / (neg.max() - neg.min())
+            expected = torch.nn.functional.interpolate(neg[None, None], (SIZE, SIZE), mode="bilinear")[0]
+        torch.testing.assert_close(expected, peer[i], rtol=0, atol=1e-4)
+
+
+def test_eigencam_is_class_agnostic_and_sign_stable_under_negation(resnet, batch):
+    inputs, targets = batch
+    maps = EigenCAM()(resnet, inputs, targets)
+    torch.testing.assert_close(maps, EigenCAM()(resnet, inputs, (targets + 1) % 10), rtol=0, atol=0)
+    acts = torch.rand(2, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    acts[:, :, 0, 0] += 3.0
+    proj = eigen_projection(acts)
+    assert (proj[:, 0, 0, 0] > 0).all(), "the strongly firing location is positive"
+    # A permutation of channels changes nothing (the SVD's sign would be free to flip; ours is pinned).
+    torch.testing.assert_close(eigen_projection(acts[:, torch.randperm(8)]), proj, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_fused_cam_mean_equals_pytorch_grad_cam_multi_layer(resnet, batch, method):
+    inputs, targets = batch
+    fused = FusedCAM(method, layers=["layer3", "layer4"], fuse="mean")
+    assert fused.layer_names(resnet, inputs) == ["layer3", "layer4"]
+    ours = fused(resnet, inputs, targets)
+    peer = run_pgc(
+        {"gradcam": pgc.GradCAM, "layercam": pgc.LayerCAM}[method], resnet, inputs, targets, ("layer3", "layer4")
+    )
+    assert_nontrivial(ours)
+    # pgc: per layer ReLU, min-max at layer resolution (eps 1e-7), cv2 bilinear resize, mean, min-max; same order.
+    torch.testing.assert_close(ours, peer, rtol=0, atol=2e-3)
+
+
+def test_fused_cam_defaults_share_one_pass_and_max_differs(resnet, batch, monkeypatch):
+    inputs, targets = batch
+    fused = FusedCAM()
+    assert fused.layer_names(resnet, inputs) == ["layer3", "layer4"], "auto fuses the last two stages"
+    calls = []
+    import lightning_saliency.methods.base as base
+
+    real = base.run_gradient_pass
+    monkeypatch.setattr(base, "run_gradient_pass", lambda *a, **k: calls.append(len(a[3])) or real(*a, **k))
+    maxed = FusedCAM(fuse="max")
+    together = compute_saliency(resnet, inputs, targets, [fused, maxed, GradCAM()])
+    assert calls == [2], "one pass for both layers of both fused CAMs and Grad-CAM"
+    assert not torch.allclose(together[0], together[1], atol=1e-3)
+    torch.testing.assert_close(together[2], GradCAM()(resnet, inputs, targets), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="fuse must be one of"):
+        FusedCAM(fuse="median")
+    with pytest.raises(ValueError, match="method must name a CAM method"):
+        FusedCAM("gradient")
+
+
+@pytest.mark.parametrize(
+    ("rule", "baseline"), [("gausslegendre", "zero"), ("riemann_trapezoid", "blur"), ("riemann_left", 0.3)]
+)
+def test_integrated_gradients_equals_captum(resnet, batch, rule, baseline):
+    inputs, targets = batch
+    ig = IntegratedGradients(steps=8, baseline=baseline, rule=rule, internal_batch_size=5)  # chunks straddle images
+    ours = ig.attributions(resnet, inputs, targets)
+    peer = captum_attr.IntegratedGradients(copy.deepcopy(resnet))
+    baselines = ig_baseline(inputs, baseline)
+    theirs = peer.attribute(inputs.clone(), baselines=baselines, target=targets, n_steps=8, method=rule)
+    assert ours.abs().amax() > 0
+    torch.testing.assert_close(ours, theirs.detach().float(), rtol=1e-3, atol=1e-6)
+    maps = ig(resnet, inputs, targets)
+    expected = ours.sum(1, keepdim=True).abs()
+    lo, hi = expected.amin((1, 2, 3), keepdim=True), expected.amax((1, 2, 3), keepdim=True)
+    torch.testing.assert_close(maps, (expected - lo) / (hi - lo), rtol=0, atol=1e-5)
+
+
+def test_integrated_gradients_completeness_and_rules():
+    # On a linear model IG is exact for any rule: attributions sum to S(x) - S(x').
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x, t = torch.rand(2, 3, 2, 2), torch.tensor([0, 2])
+    attr = IntegratedGradients(steps=3, baseline=0.5).attributions(net, x, t)
+    with torch.no_grad():
+        gap = net(x).gather(1, t[:, None])[:, 0] - net(torch.full_like(x, 0.5)).gather(1, t[:, None])[:, 0]
+    torch.testing.assert_close(attr.flatten(1).sum(1), gap, rtol=1e-5, atol=1e-6)
+    for rule in ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_right"):
+        alphas, weights = path_rule(rule, 5)
+        # captum's trapezoid keeps 1/n steps on n points with halved ends: the weights sum to (n - 1) / n.
+        assert abs(float(weights.sum()) - (0.8 if rule == "riemann_trapezoid" else 1)) < 1e-12
+        assert alphas.min() >= 0
+        assert alphas.max() <= 1
+    captum_approx = pytest.importorskip("captum.attr._utils.approximation_methods")
+    for rule in ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"):
+        sizes, alphas = captum_approx.approximation_parameters(rule)
+        ours_a, ours_w = path_rule(rule, 7)
+        np.testing.assert_allclose(ours_a.numpy(), alphas(7), atol=1e-7)
+        np.testing.assert_allclose(ours_w.numpy(), sizes(7), atol=1e-12)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        IntegratedGradients(rule="simpson")
+    with pytest.raises(ValueError, match="baseline must be"):
+        IntegratedGradients(baseline="mean")
+    with pytest.raises(ValueError, match="steps must be"):
+        IntegratedGradients(steps=0)
