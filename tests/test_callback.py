@@ -437,3 +437,11 @@ def test_progress_bar_during_heavy_work_when_lightning_shows_one(tmp_path, capsy
     trainer(tmp_path, [monitor], enable_progress_bar=True).validate(TinyClassifier(), val, verbose=False)
     out = capsys.readouterr().out
     assert "Saliency:   0%|          | 0/5" in out  # 2 map groups (shared gradient pass, smoothgrad) + 3 scorings
+
+
+def test_mean_std_not_matching_the_channels_fails_before_any_work(tmp_path):
+    _, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, mean=[0.5, 0.5], std=[0.2, 0.2], strict=True)
+    with pytest.raises(ValueError, match=r"mean must have one value per input channel \(3\) or a single value"):
+        trainer(tmp_path, [monitor]).validate(TinyClassifier(), val, verbose=False)
+    assert monitor.last_maps == {}  # nothing was computed

@@ -281,6 +281,7 @@ def test_one_channel_and_non_square_inputs(name, channels, size, make_cnn, make_
     check_maps(build(name)(model, inputs, targets), inputs)
 
 
+@pytest.mark.filterwarnings("ignore:.*feature map is 1x1.*:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("side", [1, 2, 5, 8])
 def test_tiny_inputs_do_not_crash(name, side, tiny_cnn, make_batch):
@@ -293,10 +294,6 @@ def test_tiny_inputs_do_not_crash(name, side, tiny_cnn, make_batch):
         assert (maps == 0).all()  # a 1x1 map carries no spatial information: flat
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no warning yet when a CAM map is computed on a 1x1 feature map (fix belongs in methods/base.py)",
-)
 def test_cam_on_a_1x1_feature_map_warns_once(tiny_cnn, make_batch):
     inputs, targets = make_batch(batch=2, height=4, width=4)  # TinyCNN's trunk ends at 1x1
     method = GradCAM()
@@ -333,6 +330,7 @@ def test_targets_out_of_range(name, bad, tiny_cnn, probe_batch):
     assert_untouched(before, tiny_cnn)
 
 
+@pytest.mark.filterwarnings("ignore:The model's logits are non-finite:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_inputs_give_nan_free_maps_and_leave_other_images_alone(name, value, tiny_cnn, probe_batch):
@@ -363,6 +361,7 @@ def test_constant_image(name, tiny_cnn):
     check_maps(build(name)(tiny_cnn, inputs, torch.tensor([0, 3])), inputs)
 
 
+@pytest.mark.filterwarnings("ignore:The model's logits are non-finite:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
 def test_model_returning_nan_gives_nan_free_maps(name, tiny_cnn, probe_batch):
     inputs, targets = probe_batch
@@ -372,10 +371,6 @@ def test_model_returning_nan_gives_nan_free_maps(name, tiny_cnn, probe_batch):
     assert_no_hooks(model)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compute_saliency does not warn when the model's logits are NaN/Inf (fix belongs in methods/base.py)",
-)
 def test_model_returning_nan_warns(tiny_cnn, probe_batch):
     inputs, targets = probe_batch
     with pytest.warns(SaliencyWarning, match="non-finite"):
@@ -513,6 +508,7 @@ def test_probe_larger_than_the_validation_set_through_the_trainer(tmp_path):
     assert monitor.last_maps["gradient"].shape == (6, 1, 16, 16)
 
 
+@pytest.mark.filterwarnings("ignore:The model's logits are non-finite:lightning_saliency.SaliencyWarning")
 def test_non_finite_validation_images_warn_and_maps_stay_clean(tmp_path):
     train, _ = loaders()
     data = make_data(8, seed=1)

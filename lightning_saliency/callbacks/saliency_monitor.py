@@ -459,6 +459,7 @@ class SaliencyMonitor(EpochEndMonitor):
         try:
             with preserved_rng([trainer.strategy.root_device]):
                 probe = self._get_probe(trainer, stage)
+            self._check_normalisation(probe)
             share = probe.subset(_shard(len(probe), world, trainer.global_rank))
             precision = Precision.from_trainer(trainer)
             with self._progress_bar(trainer, expensive) as progress:
@@ -480,6 +481,15 @@ class SaliencyMonitor(EpochEndMonitor):
             self._render_and_log(trainer, stage, probe, result, start)
         except Exception as exc:  # after every collective: safe to report on rank 0 alone
             self._fail(trainer, stage, exc)
+
+    def _check_normalisation(self, probe: Probe) -> None:
+        """Fail before any work when ``mean``/``std`` do not fit the probe's channels (not after, at rendering)."""
+        channels = probe.inputs.shape[1]
+        for arg, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) not in (1, channels):
+                raise ValueError(
+                    f"{arg} must have one value per input channel ({channels}) or a single value, got {values}."
+                )
 
     def _agree_on_failure(self, trainer: pl.Trainer, error: Exception | None) -> Exception | None:
         """One collective: if any rank failed, every rank returns an error (its own, or one naming the ranks)."""

@@ -15,6 +15,7 @@ engine (:func:`compute_saliency`) does what is common to all of them:
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
 from lightning_saliency._runtime import FP32, OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
 from lightning_saliency._runtime import to_logits as _to_logits
+from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec, capture_outputs, resolve_target_layer
 
 __all__ = [
@@ -94,6 +96,13 @@ class SaliencyMethod(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.label!r})"
 
+    def _warn_once(self, key: str, message: str) -> None:
+        """A :class:`~lightning_saliency.SaliencyWarning`, once per method instance and ``key``."""
+        warned: set[str] = self.__dict__.setdefault("_warned", set())
+        if key not in warned:
+            warned.add(key)
+            warnings.warn(message, SaliencyWarning, stacklevel=3)
+
 
 @dataclass
 class GradientPass:
@@ -149,6 +158,7 @@ def run_gradient_pass(
     with capture_outputs(layers) as captured:
         logits = run.logits(model, x)
     check_targets(targets, logits)
+    _warn_non_finite(logits)
     score = logits.float().gather(1, targets[:, None]).sum()
     acts: list[Tensor] = []
     for layer, act in zip(layers, captured, strict=True):
@@ -170,6 +180,17 @@ def run_gradient_pass(
         activations={layer: a.detach().float() for layer, a in zip(layers, acts, strict=True)},
         layer_grads={layer: g.float() for layer, g in zip(layers, layer_grads, strict=True)},
     )
+
+
+def _warn_non_finite(logits: Tensor) -> None:
+    finite = torch.isfinite(logits.detach()).all(1)  # [B]
+    if not bool(finite.all()):
+        rows = (~finite).nonzero().flatten().tolist()
+        warnings.warn(
+            f"The model's logits are non-finite (NaN/Inf) for images {rows}; their saliency maps are set to 0.",
+            SaliencyWarning,
+            stacklevel=3,
+        )
 
 
 def check_targets(targets: Tensor, logits: Tensor) -> None:
@@ -377,6 +398,13 @@ def compute_saliency(
         for i, method in enumerate(methods):
             if raw[i] is None:
                 raw[i] = method.compute(model, inputs, targets, run)
+        for method, r in zip(methods, raw, strict=True):
+            if r is not None and tuple(r.shape[-2:]) == (1, 1) and size != (1, 1):
+                method._warn_once(
+                    "flat",
+                    f"{method.label}: the target layer's feature map is 1x1 for inputs of {size[0]}x{size[1]}, so the "
+                    "map is flat. Use larger inputs or an earlier target_layer.",
+                )
         # Still outside inference mode: the maps are normal tensors even when the caller is in inference mode.
         return [normalize_maps(r, size) for r in raw if r is not None]
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
+from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, _check_feature_map, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
@@ -55,6 +56,8 @@ class CAMERAS(GradientMethod):
         target_layer: ``"auto"`` (the last feature map before global pooling), a dotted name, or a module.
         batch_size: Images per forward (each forward at every scale).
         agreeing_scales_only: Average only the scales whose prediction is the target (authors' default).
+        reshape: How the layer's output (and gradient) become ``[B, K, h, w]``: ``"auto"`` recognises ViT tokens
+            and channels-last Swin maps, ``None`` leaves them, or a callable (see :class:`CAMMethod`).
         name: Label in logs (default ``"cameras"``).
 
     Example:
@@ -72,9 +75,11 @@ class CAMERAS(GradientMethod):
         batch_size: int = 4,
         agreeing_scales_only: bool = True,
         *,
+        reshape: Reshape = "auto",
         name: str | None = None,
     ) -> None:
         super().__init__(target_layer=target_layer, name=name)
+        self.reshape = check_reshape(reshape)
         if (
             isinstance(scales, (str, bytes))
             or not isinstance(scales, Sequence)
@@ -121,9 +126,10 @@ class CAMERAS(GradientMethod):
             size = (max(1, round(h * factor)), max(1, round(w * factor)))
             xs = x if size == (h, w) else F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False)
             p = run_gradient_pass(model, xs.to(x.dtype), t, [layer], run, input_grads=False)
-            _check_feature_map(p.activations[layer], layer)
-            acts.append(p.activations[layer])  # [b,K,h_s,w_s] fp32
-            grads.append(p.layer_grads[layer])  # [b,K,h_s,w_s] fp32
+            a = apply_reshape(self.reshape, p.activations[layer], size)  # [b,K,h_s,w_s] fp32
+            _check_feature_map(a, layer)
+            acts.append(a)
+            grads.append(apply_reshape(self.reshape, p.layer_grads[layer], size))  # [b,K,h_s,w_s] fp32
             agree.append(p.logits.argmax(1) == t)  # [b]
             del p
         counted = torch.stack(agree).float()  # [S,b]

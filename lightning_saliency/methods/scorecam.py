@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
+from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
 from lightning_saliency.layers import LayerSpec, capture_outputs
 from lightning_saliency.methods.base import (
     GradientMethod,
@@ -68,6 +69,8 @@ class ScoreCAM(GradientMethod):
         batch_size: Masked inputs per forward (from any images of the batch).
         weights: ``"probability"`` (paper) or ``"softmax_over_channels"`` (pytorch-grad-cam).
         top_k: Score only this many channels per image (approximate); ``None`` scores all (exact).
+        reshape: How the layer's output (and gradient) become ``[B, K, h, w]``: ``"auto"`` recognises ViT tokens
+            and channels-last Swin maps, ``None`` leaves them, or a callable (see :class:`CAMMethod`).
         name: Label in logs (default ``"scorecam"``).
 
     Example:
@@ -86,9 +89,11 @@ class ScoreCAM(GradientMethod):
         weights: str = "probability",
         top_k: int | None = None,
         *,
+        reshape: Reshape = "auto",
         name: str | None = None,
     ) -> None:
         super().__init__(target_layer=target_layer, name=name)
+        self.reshape = check_reshape(reshape)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1 (masked inputs per forward), got {batch_size!r}.")
         if weights not in self.WEIGHTS:
@@ -111,12 +116,13 @@ class ScoreCAM(GradientMethod):
         """``ReLU(sum_k w_k A_k)``, ``[B, 1, h, w]`` at the target layer's resolution."""
         layer = self.layer(model, inputs, run)
         assert layer is not None
+        size = (inputs.shape[-2], inputs.shape[-1])
         selected: Tensor | None = None
         if self.top_k is not None:
             p = run_gradient_pass(model, inputs, targets, [layer], run, input_grads=False)
-            acts = p.activations[layer]  # [B,K,h,w] fp32
+            acts = apply_reshape(self.reshape, p.activations[layer], size)  # [B,K,h,w] fp32
             _check_feature_map(acts, layer)
-            criterion = p.layer_grads[layer].mean((2, 3))  # [B,K] Grad-CAM weights
+            criterion = apply_reshape(self.reshape, p.layer_grads[layer], size).mean((2, 3))  # [B,K] Grad-CAM weights
             del p
         else:
             with torch.inference_mode(), capture_outputs([layer]) as captured:
@@ -127,7 +133,8 @@ class ScoreCAM(GradientMethod):
                     f"Target layer {type(layer).__name__} did not run in the forward; choose a layer on the path "
                     "from the input to the logits."
                 )
-            acts = captured[0].float().clone()  # [B,K,h,w] a normal tensor (cloned outside inference mode)
+            acts = captured[0].float().clone()  # a normal tensor (cloned outside inference mode)
+            acts = apply_reshape(self.reshape, acts, size)  # [B,K,h,w]
             _check_feature_map(acts, layer)
         k = acts.shape[1]
         constant = acts.flatten(2).amax(2) == acts.flatten(2).amin(2)  # [B,K]

@@ -193,3 +193,16 @@ def test_reshape_applies_to_a_custom_module_output():
     inputs, targets = torch.rand(2, 3, 32, 48), torch.tensor([0, 2])
     via_permute = GradCAM(target_layer="to_last")(model, inputs, targets)
     torch.testing.assert_close(via_permute, GradCAM(target_layer="stem")(model, inputs, targets), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_fn", [small_vit, small_swin], ids=["vit", "swin"])
+def test_scorecam_and_cameras_read_token_and_channels_last_layers(model_fn):
+    from lightning_saliency import CAMERAS, ScoreCAM
+
+    model = model_fn().eval()
+    inputs, targets = batch()
+    for method in [ScoreCAM(batch_size=16), ScoreCAM(top_k=4), CAMERAS(scales=(1.0,))]:
+        check(method(model, inputs, targets), inputs)
+    if model_fn is small_vit:
+        with pytest.raises(ValueError, match="CAM methods need a 4-D feature map"):
+            ScoreCAM(reshape=None)(model, inputs, targets)  # tokens [B, 1+N, D] left as they are
