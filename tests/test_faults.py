@@ -203,6 +203,10 @@ def _chunked_calls() -> dict[str, tuple[Any, int]]:
         "scorecam": (lambda m, x, t: ScoreCAM(batch_size=32)(m, x, t), 5),
         "cameras": (lambda m, x, t: build("cameras", scales=(1.0, 1.5), batch_size=4)(m, x, t), 1),
         "smoothgrad": (lambda m, x, t: build("smoothgrad", num_samples=4, batch_size=16)(m, x, t), 4),
+        "integrated_gradients": (
+            lambda m, x, t: build("integrated_gradients", steps=4, internal_batch_size=16)(m, x, t),
+            4,
+        ),
         "average_drop": (lambda m, x, t: average_drop(m, x, t, maps, batch_size=64), 1),
         "deletion": (lambda m, x, t: deletion_curve(m, x, t, maps, steps=4, batch_size=64), 3),
         "insertion": (lambda m, x, t: insertion_curve(m, x, t, maps, steps=4, batch_size=16), 3),

@@ -7,6 +7,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import eval_mode, gradients_enabled, preserved_rng
 from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
@@ -110,13 +111,16 @@ def ig_attributions(
     total = torch.zeros_like(delta)  # [B,C,H,W]
     a_dev = alphas.to(x.device, torch.float32)
     w_dev = weights.to(x.device, torch.float32)
-    for lo in range(0, b * steps, internal_batch_size):
-        idx = torch.arange(lo, min(lo + internal_batch_size, b * steps), device=x.device)  # [P]
+
+    def accumulate(lo: int, hi: int) -> None:  # adds only after its pass succeeded: safe to retry on OOM
+        idx = torch.arange(lo, hi, device=x.device)  # [P]
         img, step = idx // steps, idx % steps
         points = (base[img].float() + a_dev[step, None, None, None] * delta[img]).to(x.dtype)  # [P,C,H,W]
         p = run_gradient_pass(model, points, targets[img], [], run, input_grads=True)
         assert p.input_grads is not None
         total.index_add_(0, img, p.input_grads * w_dev[step, None, None, None])
+
+    run_chunked(accumulate, b * steps, internal_batch_size, what="path points")
     return delta * total
 
 
