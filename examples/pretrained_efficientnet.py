@@ -36,7 +36,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "smoothgrad": {"num_samples": 8},
     "scorecam": {"top_k": 32, "batch_size": 32},  # Score-CAM on the 32 channels Grad-CAM ranks highest
     "cameras": {"scales": (1.0, 1.5), "batch_size": 2},  # CAMERAS at two scales (its default has eight)
-    "integrated_gradients": {"steps": 16, "internal_batch_size": 32},
+    "integrated_gradients": {"steps": 8, "internal_batch_size": 40},
     "fused_cam": {"layers": ["net._blocks.10", TARGET_LAYER]},  # Grad-CAM at 14x14 and 7x7, averaged
 }
 
@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--photos", type=int, default=5, help=f"how many of {', '.join(PHOTOS)}")
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
     parser.add_argument("--methods", nargs="+", default=None, help="default: all of available_methods()")
+    parser.add_argument(
+        "--scores",
+        nargs="+",
+        default=["average_drop", "increase_in_confidence"],
+        help="scores per method (cheap by default; deletion and insertion cost 2 * (score_steps + 1) forwards each)",
+    )
     parser.add_argument("--score-steps", type=int, default=8, help="steps of the deletion/insertion curves")
     parser.add_argument("--no-scores", action="store_true", help="maps only, no faithfulness scores")
     parser.add_argument("--logdir", default="lightning_logs")
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> Path:
     for name, p in zip(PHOTOS, predicted, strict=False):
         print(f"{name:>10}: {categories[int(p.argmax())]} ({float(p.max()):.2f})")
 
-    scores = () if args.no_scores else ("deletion", "insertion", "average_drop", "increase_in_confidence")
+    scores = () if args.no_scores else tuple(args.scores)
     monitor = SaliencyMonitor(
         methods=build_methods(names),
         probe=images,  # every photo, in order

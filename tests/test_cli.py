@@ -12,13 +12,13 @@ from _lightning_models import read_events
 
 pytest.importorskip("jsonargparse", reason="LightningCLI needs jsonargparse[signatures] (the `cli` extra)")
 
-from jsonargparse import ArgumentParser  # noqa: E402
+from jsonargparse import ArgumentParser
 
-from lightning_saliency import ClassModelMonitor, GradCAM, SaliencyMonitor  # noqa: E402
-from lightning_saliency.callbacks.saliency_monitor import Alarm  # noqa: E402
+from lightning_saliency import ClassModelMonitor, GradCAM, SaliencyMonitor
+from lightning_saliency.callbacks.saliency_monitor import Alarm
 
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*skip_none parameter was deprecated.*"),  # lightning 2.6 + jsonargparse 4.53
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:lightning.pytorch.cli"),  # jsonargparse 4.53 vs lightning
     pytest.mark.filterwarnings("ignore:.*args parameter is intended to run from within Python.*"),
 ]
 

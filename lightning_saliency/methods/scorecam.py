@@ -173,10 +173,23 @@ class ScoreCAM(GradientMethod):
             scores = torch.where(constant, zero_scores[:, None], scores)
         todo = ~constant if selected is None else selected  # [B,K]
         img_idx, ch_idx = todo.nonzero(as_tuple=True)  # [P], [P]
+        h, w = acts.shape[-2:]
+        if pgc:  # pytorch-grad-cam's masks: upsample (align_corners=True), then normalise with +1e-8
+            rep_img, rep_maps, inverse = img_idx, acts[img_idx, ch_idx][:, None], None  # [P,1,h,w]
+        else:
+            # Channels whose layer maps are equal after min-max normalisation (A_j = a A_k + b, a > 0; common for
+            # sparse ReLU channels) give the same mask, since bilinear upsampling commutes with that map: score one.
+            flat = acts[img_idx, ch_idx].flatten(1)  # [P,h*w]
+            lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+            normalised = (flat - lo) / (hi - lo)  # non-constant channels only: hi > lo
+            keys = torch.cat([img_idx[:, None].to(normalised.dtype), normalised], 1)  # [P,1+h*w]
+            unique, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [U,1+h*w], [P]
+            rep_img, rep_maps = unique[:, 0].long(), unique[:, 1:].view(-1, 1, h, w)  # [U], [U,1,h,w]
+        rep_scores = torch.zeros(rep_img.shape[0], device=acts.device)  # [U]
 
         def score_chunk(start: int, stop: int) -> None:
-            bi, ki = img_idx[start:stop], ch_idx[start:stop]  # [n]
-            up = F.interpolate(acts[bi, ki][:, None], size=size, mode="bilinear", align_corners=pgc)  # [n,1,H,W]
+            bi = rep_img[start:stop]  # [n]
+            up = F.interpolate(rep_maps[start:stop], size=size, mode="bilinear", align_corners=pgc)  # [n,1,H,W]
             lo = up.flatten(1).amin(1)[:, None, None, None]  # [n,1,1,1]
             hi = up.flatten(1).amax(1)[:, None, None, None]
             if pgc:
@@ -186,10 +199,11 @@ class ScoreCAM(GradientMethod):
                 masks = torch.where(span > 0, (up - lo) / span.clamp_min(1e-30), torch.zeros_like(up))
             masked = (inputs[bi].float() * masks).to(inputs.dtype)  # [n,C,H,W]
             logits = run.logits(model, masked).float()  # [n,N]
-            scores[bi, ki] = self._read(logits, targets[bi])
+            rep_scores[start:stop] = self._read(logits, targets[bi])
 
         # On out-of-memory the chunk is retried at half the size (results written by index: a retry overwrites).
-        run_chunked(score_chunk, img_idx.numel(), self.batch_size, what="masked inputs")
+        run_chunked(score_chunk, rep_img.numel(), self.batch_size, what="masked inputs")
+        scores[img_idx, ch_idx] = rep_scores if inverse is None else rep_scores[inverse]
         return scores
 
     def _read(self, logits: Tensor, targets: Tensor) -> Tensor:
