@@ -19,10 +19,22 @@ __all__ = ["FusedCAM"]
 _FUSE = ("mean", "max")
 
 
+# Modules whose output is not a stage's feature map: padding in front of a strided conv (EfficientNet's
+# `static_padding`) finishes last at the finer grid, but only pads the previous stage's output.
+_NOT_A_STAGE = (
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.Identity,
+)
+
+
 def auto_fusion_layers(model: nn.Module, inputs: Tensor, run: Run | None = None) -> list[str]:
     """The layers ``layers="auto"`` fuses: the previous stage and the ``"auto"`` layer (``layer3``, ``layer4``).
 
-    The previous stage is the module that finishes last at a finer grid than the ``"auto"`` layer.
+    The previous stage is the module that finishes last at a finer grid than the ``"auto"`` layer, skipping padding
+    and identity modules (they only pass the previous output on) and modules inside a block that itself ends at the
+    coarser grid (such as a block's expansion conv before its strided conv).
 
     Grids are read as CAM methods read them (channels-last and token outputs included). When no earlier 4-D output
     has a finer grid (a ViT, whose tokens all share one grid), only the ``"auto"`` layer is returned: name the
@@ -43,9 +55,23 @@ def auto_fusion_layers(model: nn.Module, inputs: Tensor, run: Run | None = None)
         return [last]
     names = [n for n, _ in order]
     earlier = order[: names.index(last)]
-    finer = [
-        n for n, s in earlier if (g := grid_size(s, size)) is not None and g[0] * g[1] > last_grid[0] * last_grid[1]
+    def is_finer(name: str) -> bool:
+        grid = grid_size(shapes[name], size) if name in shapes else None
+        return grid is not None and grid[0] * grid[1] > last_grid[0] * last_grid[1]
+
+    def ancestors(name: str) -> list[str]:
+        parts = name.split(".")
+        return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+    finer = [n for n, _ in earlier if is_finer(n) and not isinstance(model.get_submodule(n), _NOT_A_STAGE)]
+    # Not inside a block that itself ends at the coarser grid (its expansion conv, say): that is no stage output.
+    # (When that leaves nothing, as on Swin whose `features` container ends before the `"auto"` layer, keep all.)
+    outside = [
+        n
+        for n in finer
+        if all(is_finer(a) for a in ancestors(n) if a in shapes and a not in (last, *ancestors(last)))
     ]
+    finer = outside or finer
     return [finer[-1], last] if finer else [last]
 
 

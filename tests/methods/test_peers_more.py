@@ -215,3 +215,26 @@ def test_integrated_gradients_completeness_and_rules():
         IntegratedGradients(baseline="mean")
     with pytest.raises(ValueError, match="steps must be"):
         IntegratedGradients(steps=0)
+
+
+def test_auto_fusion_layers_pick_stage_outputs_not_padding_or_block_internals():
+    from torchvision.models import efficientnet_b0, mobilenet_v3_small
+
+    from lightning_saliency.methods.fusion import auto_fusion_layers
+
+    x = torch.zeros(1, 3, 64, 64)
+    assert auto_fusion_layers(mobilenet_v3_small(), x) == ["features.8", "features"]  # not features.9.block.0
+    assert auto_fusion_layers(efficientnet_b0(), x) == ["features.5", "features"]
+
+    class Padded(nn.Module):  # EfficientNet-Lite style: explicit padding in front of a strided conv
+        def __init__(self) -> None:
+            super().__init__()
+            self.stage1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+            self.pad = nn.ZeroPad2d(1)
+            self.down = nn.Conv2d(4, 8, 3, stride=2)
+            self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 2)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.pool(self.down(self.pad(self.stage1(t)))).flatten(1))
+
+    assert auto_fusion_layers(Padded(), torch.zeros(1, 3, 16, 16)) == ["stage1", "down"]
