@@ -445,3 +445,16 @@ def test_mean_std_not_matching_the_channels_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match=r"mean must have one value per input channel \(3\) or a single value"):
         trainer(tmp_path, [monitor]).validate(TinyClassifier(), val, verbose=False)
     assert monitor.last_maps == {}  # nothing was computed
+
+
+@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
+def test_every_score_name_the_monitor_accepts_is_computed(tmp_path):
+    from lightning_saliency.metrics import SCORES
+
+    _, val = loaders()
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 4.0, 16.0, 16.0]])
+    probe = Probe(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]), boxes=boxes)
+    monitor = SaliencyMonitor(methods=["gradient"], probe=probe, scores=list(SCORES), score_steps=2, strict=True)
+    trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
+    # map_stability needs a previous epoch; every other score must have a value (no name silently ignored)
+    assert set(monitor.last_scores["gradient"]) == set(SCORES) - {"map_stability"}

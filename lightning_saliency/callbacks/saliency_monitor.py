@@ -36,9 +36,12 @@ from lightning_saliency.methods.base import GradientMethod, Run, _shares_pass
 from lightning_saliency.metrics import (
     SCORES,
     evaluate_scores,
+    infidelity,
     map_stability,
     model_randomisation_score,
+    road_score,
     saliency_attack_score,
+    sensitivity_max,
 )
 from lightning_saliency.probe import Probe, probe_from_dataloader, probe_from_dataset
 from lightning_saliency.render import (
@@ -67,7 +70,7 @@ _DEFAULT_SCORES = (
     "localisation_iou",
     "map_stability",
 )
-_EXPENSIVE = ("model_randomisation", "saliency_attack")
+_EXPENSIVE = ("model_randomisation", "saliency_attack", "road", "infidelity", "sensitivity_max")
 # Strategies whose forward needs every rank (sharded parameters): the methods run data-dependent numbers of
 # forwards per rank (Score-CAM skips dead channels, attacks stop early), which would deadlock them.
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
@@ -152,7 +155,8 @@ class SaliencyMonitor(EpochEndMonitor):
             (need probe boxes or masks, otherwise skipped with a one-time note; the last is the IoU of the box
             of the map's largest Otsu component, Simonyan et al. 2014), ``map_stability`` (rank correlation
             with the previous logged epoch), and the costly ``model_randomisation`` (Adebayo et al. 2018, on a
-            copy of the model) and ``saliency_attack`` (CAMERAS), which run every ``expensive_every_n_epochs``.
+            copy of the model), ``saliency_attack`` (CAMERAS), ``road`` (Rong et al. 2022), ``infidelity`` and
+            ``sensitivity_max`` (Yeh et al. 2019, as captum), which run every ``expensive_every_n_epochs``.
             Pass ``()`` for none. Cost per logged epoch and method: about ``2 * (score_steps + 1) + 2``
             forwards of the probe batch.
         score_steps: Steps of the deletion/insertion curves.
@@ -406,18 +410,34 @@ class SaliencyMonitor(EpochEndMonitor):
                     self._note(f"SaliencyMonitor skips the score {name!r}: {reason} (give them with the probe).")
                 if any(name in scores for name in group):
                     result.times[f"{label}/{'+'.join(group)}"] = _now(device) - start
-            if expensive and "model_randomisation" in self.scores:
+            for name in (n for n in _EXPENSIVE if expensive and n in self.scores):
                 start = _now(device)
-                rho = model_randomisation_score(model, inputs, targets, method, maps=maps, run=run)  # [S,B]
-                values["model_randomisation"] = rho.float().mean(0).cpu()
-                result.times[f"{label}/model_randomisation"] = _now(device) - start
-            if expensive and "saliency_attack" in self.scores:
-                start = _now(device)
-                ratio = saliency_attack_score(model, inputs, targets, maps, run=run, bounds=self._input_bounds())
-                values["saliency_attack"] = ratio.float().cpu()
-                result.times[f"{label}/saliency_attack"] = _now(device) - start
+                values[name] = self._costly_score(name, method, model, inputs, targets, maps, run).float().cpu()
+                result.times[f"{label}/{name}"] = _now(device) - start
             result.scores[label] = values
             progress(f"scores of {label}")
+
+    def _costly_score(
+        self,
+        name: str,
+        method: SaliencyMethod,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Tensor,
+        maps: Tensor,
+        run: Run,
+    ) -> Tensor:
+        """One of the scores that run every ``expensive_every_n_epochs``: per image, ``[B]``."""
+        if name == "model_randomisation":
+            return model_randomisation_score(model, inputs, targets, method, maps=maps, run=run).mean(0)  # [S,B]->[B]
+        if name == "saliency_attack":
+            return saliency_attack_score(model, inputs, targets, maps, run=run, bounds=self._input_bounds())
+        if name == "road":
+            return road_score(model, inputs, targets, maps, batch_size=self.score_batch_size, run=run)
+        if name == "infidelity":
+            return infidelity(model, inputs, targets, maps, batch_size=self.score_batch_size, run=run)
+        assert name == "sensitivity_max", name
+        return sensitivity_max(method, model, inputs, targets, run=run)
 
     def _input_bounds(self) -> tuple[float, float] | None:
         """The valid input range, when the normalisation is known (used to clamp attacks)."""
