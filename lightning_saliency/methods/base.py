@@ -197,7 +197,7 @@ def check_targets(targets: Tensor, logits: Tensor) -> None:
     """Raise a clear error unless every target indexes a class of ``logits [B, N]``."""
     n = logits.shape[1]
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n):
-        bad = sorted(set(targets[(targets < 0) | (targets >= n)].tolist()))
+        bad = list(dict.fromkeys(targets[(targets < 0) | (targets >= n)].tolist()))  # in order, once each
         raise ValueError(f"targets must be class indices in [0, {n - 1}] for a model with {n} outputs, got {bad}.")
 
 
