@@ -55,6 +55,7 @@ def auto_fusion_layers(model: nn.Module, inputs: Tensor, run: Run | None = None)
         return [last]
     names = [n for n, _ in order]
     earlier = order[: names.index(last)]
+
     def is_finer(name: str) -> bool:
         grid = grid_size(shapes[name], size) if name in shapes else None
         return grid is not None and grid[0] * grid[1] > last_grid[0] * last_grid[1]
@@ -67,9 +68,7 @@ def auto_fusion_layers(model: nn.Module, inputs: Tensor, run: Run | None = None)
     # Not inside a block that itself ends at the coarser grid (its expansion conv, say): that is no stage output.
     # (When that leaves nothing, as on Swin whose `features` container ends before the `"auto"` layer, keep all.)
     outside = [
-        n
-        for n in finer
-        if all(is_finer(a) for a in ancestors(n) if a in shapes and a not in (last, *ancestors(last)))
+        n for n in finer if all(is_finer(a) for a in ancestors(n) if a in shapes and a not in (last, *ancestors(last)))
     ]
     finer = outside or finer
     return [finer[-1], last] if finer else [last]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 
+from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import eval_mode, gradients_enabled, preserved_rng
 from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, run_gradient_pass
@@ -18,7 +18,6 @@ IGBaseline = str | float | Tensor
 """``"zero"``, ``"blur"``, a constant, or a tensor broadcastable to the inputs ``[B, C, H, W]``."""
 
 RULES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
-_BLUR_KERNEL, _BLUR_SIGMA = 11, 5.0  # the insertion substrate of RISE (and of metrics.perturbation_baseline)
 
 
 def path_rule(rule: str, steps: int) -> tuple[Tensor, Tensor]:
@@ -55,7 +54,7 @@ def path_rule(rule: str, steps: int) -> tuple[Tensor, Tensor]:
 
 
 def ig_baseline(inputs: Tensor, baseline: IGBaseline) -> Tensor:
-    """The baseline ``x'`` ``[B, C, H, W]`` (inputs' dtype and device).
+    """The baseline ``x'`` ``[B, C, H, W]`` (inputs' dtype and device): :func:`perturbation_baseline`.
 
     ``"blur"`` is a Gaussian blur (kernel 11, sigma 5, shrunk for tiny images), as RISE's insertion substrate.
 
@@ -63,21 +62,7 @@ def ig_baseline(inputs: Tensor, baseline: IGBaseline) -> Tensor:
         >>> ig_baseline(torch.ones(1, 1, 2, 2), 0.5).flatten().tolist()
         [0.5, 0.5, 0.5, 0.5]
     """
-    if isinstance(baseline, Tensor):
-        try:
-            return torch.broadcast_to(baseline.to(inputs), inputs.shape).clone()
-        except RuntimeError as err:
-            raise ValueError(
-                f"A tensor baseline must broadcast to the inputs {tuple(inputs.shape)}, got {tuple(baseline.shape)}."
-            ) from err
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(inputs, float(baseline))
-    if baseline == "zero":
-        return torch.zeros_like(inputs)
-    if baseline == "blur":
-        kernel = min(_BLUR_KERNEL, 2 * min(inputs.shape[-2:]) - 1)
-        return TF.gaussian_blur(inputs.float(), [kernel, kernel], [_BLUR_SIGMA, _BLUR_SIGMA]).to(inputs.dtype)
-    raise ValueError(f"baseline must be 'zero', 'blur', a float or a Tensor, got {baseline!r}.")
+    return perturbation_baseline(inputs, baseline)
 
 
 def _check_baseline(baseline: IGBaseline) -> None:
