@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet18
 
 from lightning_saliency.methods import (
     EigenCAM,
@@ -35,25 +34,7 @@ pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
 pgc_svd = pytest.importorskip("pytorch_grad_cam.utils.svd_on_activations")
 torchcam_methods = pytest.importorskip("torchcam.methods")
 
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def resnet() -> nn.Module:
-    torch.manual_seed(0)
-    model = resnet18(weights=None, num_classes=10).eval()
-    with torch.no_grad():  # random BatchNorm statistics, so eval-mode activations are not just the init's
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
-
-
-@pytest.fixture(scope="module")
-def batch() -> tuple[Tensor, Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return torch.rand(2, 3, SIZE, SIZE, generator=generator), torch.tensor([3, 7])
+SIZE = 64  # the side of the `batch` fixture (tests/methods/conftest.py)
 
 
 def run_pgc(cam_class: type, model: nn.Module, inputs: Tensor, targets: Tensor, layers: tuple[str, ...] = ("layer4",)):
