@@ -353,13 +353,8 @@ class SaliencyMonitor(EpochEndMonitor):
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         device = inputs.device
-        shared: list[SaliencyMethod] = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
-        groups: list[tuple[str, list[SaliencyMethod]]] = []
-        if shared:
-            groups.append(("gradient_pass" if len(shared) > 1 else shared[0].label, shared))
-        groups += [(m.label, [m]) for m in self.methods if m not in shared]
         maps: dict[str, Tensor] = {}
-        for timing_name, group in groups:
+        for timing_name, group in self._groups():
             start = _now(device)
             results = compute_saliency(
                 model, inputs, targets, group, precision=run.precision, output_adapter=run.output_adapter
@@ -538,6 +533,15 @@ class SaliencyMonitor(EpochEndMonitor):
                 text = f"**{message}**\n\n```\n{summary}\n```"
                 logger.experiment.add_text(f"{self.log_prefix}/errors", text, global_step=trainer.global_step)
 
+    def _groups(self) -> list[tuple[str, list[SaliencyMethod]]]:
+        """``(timing name, methods)`` per :func:`compute_saliency` call.
+
+        One call for all methods sharing the gradient pass (timed as ``"gradient_pass"``), one per other method.
+        """
+        shared: list[SaliencyMethod] = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
+        groups = [("gradient_pass" if len(shared) > 1 else shared[0].label, shared)] if shared else []
+        return groups + [(m.label, [m]) for m in self.methods if m not in shared]
+
     @contextmanager
     def _progress_bar(self, trainer: pl.Trainer, expensive: bool) -> Iterator[Callable[[str], None]]:
         """A transient tqdm bar under Lightning's own (rank 0, when Lightning shows a TQDM bar)."""
@@ -547,8 +551,7 @@ class SaliencyMonitor(EpochEndMonitor):
             return
         from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-        shared = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
-        total = len(self.methods) - max(len(shared) - 1, 0) + (len(self.methods) if self.scores else 0)
+        total = len(self._groups()) + (len(self.methods) if self.scores else 0)
         bar = Tqdm(total=total, desc="Saliency", leave=False, dynamic_ncols=True, file=sys.stdout)
 
         def advance(what: str) -> None:
@@ -597,10 +600,11 @@ class SaliencyMonitor(EpochEndMonitor):
         if self.localisation:
             grids[f"{prefix}/localisation"] = self._localisation_grid(images, maps, probe)
         if stage == "validate":
+            small = {label: _shrink(m) for label, m in maps.items()}  # what the history keeps
             if "map_stability" in self.scores:
-                for label, rho in self._stability(trainer.current_epoch, maps).items():
+                for label, rho in self._stability(trainer.current_epoch, small).items():
                     result.scores.setdefault(label, {})["map_stability"] = rho
-            self._remember(trainer.current_epoch, maps)
+            self._remember(trainer.current_epoch, small)
             for label, entries in self.history.items():
                 titles = [f"ep {epoch}" for epoch, _ in entries]
                 strip = filmstrip_grid(images, [m for _, m in entries], titles, **draw)  # type: ignore[arg-type]
@@ -688,22 +692,19 @@ class SaliencyMonitor(EpochEndMonitor):
         charts["time"] = ["Multiline", [f"{prefix}/time/.*"]]
         return {f"{prefix} scores": charts}
 
-    def _stability(self, epoch: int, maps: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Rank correlation of each map with the previous logged epoch's (at the stored resolution), ``[B]``."""
+    def _stability(self, epoch: int, small: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Rank correlation of each (shrunk) map with the previous logged epoch's, ``[B]``."""
         out: dict[str, Tensor] = {}
-        for label, m in maps.items():
+        for label, now in small.items():
             previous = [x for e, x in self.history.get(label, []) if e < epoch]
-            if previous:
-                prev = previous[-1]
-                now = _shrink(m)
-                if prev.shape == now.shape:
-                    out[label] = map_stability(prev, now).float()
+            if previous and previous[-1].shape == now.shape:
+                out[label] = map_stability(previous[-1], now).float()
         return out
 
-    def _remember(self, epoch: int, maps: dict[str, Tensor]) -> None:
-        """Append this epoch's maps (downsampled to <= 64 px a side) to the bounded history."""
-        for label, m in maps.items():
-            entries = [(e, x) for e, x in self.history.get(label, []) if e != epoch] + [(epoch, _shrink(m))]
+    def _remember(self, epoch: int, small: dict[str, Tensor]) -> None:
+        """Append this epoch's maps (shrunk by :func:`_shrink`) to the bounded history."""
+        for label, m in small.items():
+            entries = [(e, x) for e, x in self.history.get(label, []) if e != epoch] + [(epoch, m)]
             self.history[label] = entries[-self.history_size :]
 
     def _get_probe(self, trainer: pl.Trainer, stage: str) -> Probe:
@@ -712,10 +713,6 @@ class SaliencyMonitor(EpochEndMonitor):
         spec = self._probe_spec
         if isinstance(spec, Probe):
             probe = spec
-        elif isinstance(spec, Tensor):
-            probe = Probe(spec)
-        elif isinstance(spec, tuple):
-            probe = Probe(spec[0], spec[1])
         else:
             loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
             loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
@@ -763,14 +760,14 @@ def _build_methods(methods: Sequence[str | SaliencyMethod], target_layer: LayerS
     return built
 
 
-def _check_probe_spec(probe: ProbeSpec) -> ProbeSpec:
+def _check_probe_spec(probe: ProbeSpec) -> Probe | list[int] | None:
+    """The probe as given, checked: a :class:`Probe` (from tensors), dataset indices, or ``None``."""
     if probe is None or isinstance(probe, Probe):
         return probe
     if isinstance(probe, Tensor):
-        return Probe(probe).inputs
+        return Probe(probe)
     if isinstance(probe, tuple) and len(probe) == 2 and isinstance(probe[0], Tensor):
-        checked = Probe(probe[0], probe[1])
-        return (checked.inputs, checked.labels) if checked.labels is not None else checked.inputs
+        return Probe(probe[0], probe[1])
     if (
         isinstance(probe, Sequence)
         and not isinstance(probe, str)
