@@ -23,9 +23,8 @@ from lightning_saliency.metrics.functional.perturbation import (
     _average_drop_per_image,
     _check_steps,
     _increase_per_image,
-    _perturbation_curves,
+    _mode_curves,
     curve_auc,
-    perturbation_baseline,
 )
 
 __all__ = ["SCORES", "ScoreInfo", "Scores", "evaluate_scores"]
@@ -222,9 +221,7 @@ def evaluate_scores(
         for mode, baseline in (("deletion", deletion_baseline), ("insertion", insertion_baseline)):
             if mode in wanted:
                 assert ranks is not None
-                substrate = perturbation_baseline(inputs, baseline)
-                start, finish = (inputs, substrate) if mode == "deletion" else (substrate, inputs)
-                curves = _perturbation_curves(model, targets, ranks, start, finish, steps, batch_size, run)
+                curves = _mode_curves(mode, model, inputs, targets, ranks, baseline, steps, batch_size, run)
                 result[mode], result[f"{mode}_curve"] = curve_auc(curves), curves
         if {"average_drop", "increase_in_confidence"} & set(wanted):
             y = _chunked_target_probs(model, inputs, targets, run, batch_size)

@@ -89,11 +89,24 @@ def _curve(
     _check_steps(steps)
     _check_batch_size(batch_size)
     with _scoring(model, inputs):
-        substrate = perturbation_baseline(inputs, baseline)
-        start, finish = (inputs, substrate) if mode == "deletion" else (substrate, inputs)
-        return _perturbation_curves(
-            model, targets.long(), _pixel_ranks(maps), start, finish, steps, batch_size, run or Run()
-        )
+        return _mode_curves(mode, model, inputs, targets.long(), _pixel_ranks(maps), baseline, steps, batch_size, run)
+
+
+def _mode_curves(
+    mode: str,
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    ranks: Tensor,
+    baseline: Baseline,
+    steps: int,
+    batch_size: int,
+    run: Run | None,
+) -> Tensor:
+    """Deletion moves from the inputs to the substrate, insertion from the substrate to the inputs; ``[B, S+1]``."""
+    substrate = perturbation_baseline(inputs, baseline)
+    start, finish = (inputs, substrate) if mode == "deletion" else (substrate, inputs)
+    return _perturbation_curves(model, targets, ranks, start, finish, steps, batch_size, run or Run())
 
 
 def deletion_curve(
