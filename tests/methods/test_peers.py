@@ -21,7 +21,7 @@ pgc = pytest.importorskip("pytorch_grad_cam")
 pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
 torchcam_methods = pytest.importorskip("torchcam.methods")
 
-SIZE = 64  # the side of the `batch` fixture (tests/methods/conftest.py)
+SIZE = 64  # the side of the `batch` fixture (tests/conftest.py)
 
 
 def minmax(maps: Tensor) -> Tensor:

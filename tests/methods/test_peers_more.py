@@ -34,7 +34,7 @@ pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
 pgc_svd = pytest.importorskip("pytorch_grad_cam.utils.svd_on_activations")
 torchcam_methods = pytest.importorskip("torchcam.methods")
 
-SIZE = 64  # the side of the `batch` fixture (tests/methods/conftest.py)
+SIZE = 64  # the side of the `batch` fixture (tests/conftest.py)
 
 
 def run_pgc(cam_class: type, model: nn.Module, inputs: Tensor, targets: Tensor, layers: tuple[str, ...] = ("layer4",)):
