@@ -15,12 +15,13 @@ engine (:func:`compute_saliency`) does what is common to all of them:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -154,11 +155,20 @@ def run_gradient_pass(
             activations={layer: a.detach().float() for layer, a in zip(layers, captured, strict=True) if a is not None},
             layer_grads={},
         )
-    x = inputs.detach().clone().requires_grad_(True)
-    with capture_outputs(layers) as captured:
-        logits = run.logits(model, x)
+    x = inputs.detach().clone().requires_grad_(not (len(layers) == 1 and not input_grads))
+    if x.requires_grad:
+        with capture_outputs(layers) as captured:
+            logits = run.logits(model, x)
+    else:  # one layer, no input gradient: autograd need only record the forward from that layer on
+        with _graph_from(layers[0]) as captured:
+            logits = run.logits(model, x)
     check_targets(targets, logits)
     _warn_non_finite(logits)
+    if not logits.requires_grad:
+        raise RuntimeError(
+            f"The logits do not depend on target layer {type(layers[0]).__name__} with gradients; choose a layer on "
+            "the path from the input to the logits."
+        )
     score = logits.float().gather(1, targets[:, None]).sum()
     acts: list[Tensor] = []
     for layer, act in zip(layers, captured, strict=True):
@@ -180,6 +190,41 @@ def run_gradient_pass(
         activations={layer: a.detach().float() for layer, a in zip(layers, acts, strict=True)},
         layer_grads={layer: g.float() for layer, g in zip(layers, layer_grads, strict=True)},
     )
+
+
+@contextlib.contextmanager
+def _graph_from(layer: nn.Module) -> Iterator[list[Tensor | None]]:
+    """Run the forward inside without autograd until ``layer``; from its output on, autograd records.
+
+    The layer's output is recorded as a detached leaf that requires grad (the yielded list holds it) and a clone
+    of it goes downstream with gradients switched on, so ``torch.autograd.grad(score, leaf)`` is the gradient
+    w.r.t. the layer's output, while no graph (nor its saved activations) is kept for the layers before it:
+    what differs from a full forward is memory and time, not the gradient. Grad mode is restored on exit.
+    """
+    captured: list[Tensor | None] = [None]
+
+    def hook(module: nn.Module, _args: Any, output: Any) -> Any:
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"Target layer {type(module).__name__} returned {type(output).__name__}; CAM methods need a layer "
+                "whose output is a Tensor [B, K, h, w]."
+            )
+        if captured[0] is not None:
+            raise RuntimeError(
+                f"Target layer {type(module).__name__} ran more than once in one forward, so its activation is "
+                "ambiguous. Choose a layer that runs once per forward."
+            )
+        leaf = output.detach().requires_grad_(True)
+        captured[0] = leaf
+        torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad below restores the caller's mode
+        return leaf.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            yield captured
+    finally:
+        handle.remove()
 
 
 def _warn_non_finite(logits: Tensor) -> None:
