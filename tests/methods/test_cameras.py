@@ -131,3 +131,19 @@ def test_registered():
 def test_invalid_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         CAMERAS(**kwargs)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (12, 20), (5, 3)])
+def test_fusion_by_matrix_products_equals_resizing_every_channel(size):
+    from lightning_saliency.methods.cameras import _FUSE_ELEMENTS, _fuse
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(2, 3), (4, 5), (7, 9), (9, 2)]  # one smaller than the output in a dimension: also a downsampling
+    acts = [torch.randn(3, 6, h, w, generator=gen) for h, w in shapes]
+    grads = [torch.randn(3, 6, h, w, generator=gen) for h, w in shapes]
+    share = torch.tensor([[0.5, 1.0, 0.25], [0.0, 0.0, 0.25], [0.5, 0.0, 0.25], [0.0, 0.0, 0.25]])  # [S,b]
+    mean_a = sum(share[s][:, None, None, None] * F.interpolate(acts[s], size, mode="bilinear") for s in range(4))
+    mean_g = sum(share[s][:, None, None, None] * F.interpolate(grads[s], size, mode="bilinear") for s in range(4))
+    expected = (mean_a * mean_g).sum(1, keepdim=True)
+    torch.testing.assert_close(_fuse(acts, grads, share, size), expected, atol=1e-5, rtol=1e-5)
+    assert _FUSE_ELEMENTS >= 1 << 20  # channels go in blocks of ~16 MiB: all 6 at once here
