@@ -34,7 +34,7 @@ TARGET_LAYER = "net._bn1"  # the 1280-channel head activation (see load_efficien
 # Modest settings for the costly methods, so that all of them run in about a minute on a laptop CPU.
 SETTINGS: dict[str, dict[str, object]] = {
     "smoothgrad": {"num_samples": 8},
-    "scorecam": {"top_k": 32, "batch_size": 32},  # Score-CAM on the 32 channels Grad-CAM ranks highest
+    "scorecam": {"top_k": 32, "batch_size": 32},  # Score-CAM scoring 32 channels per image (approximate)
     "cameras": {"scales": (1.0, 1.5), "batch_size": 2},  # CAMERAS at two scales (its default has eight)
     "integrated_gradients": {"steps": 8, "internal_batch_size": 40},
     "fused_cam": {"layers": ["net._blocks.10", TARGET_LAYER]},  # Grad-CAM at 14x14 and 7x7, averaged
