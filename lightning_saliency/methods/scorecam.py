@@ -63,8 +63,10 @@ class ScoreCAM(GradientMethod):
     gradient pass), as they tend to carry the class; the rest are medoids of a k-means clustering (deterministic,
     seeded in Grad-CAM order) of the remaining channels' normalised maps, so that every kind of mask has a scored
     neighbour. Constant channels keep their exact weight. On a pretrained EfficientNet-Lite0 head (1280 channels,
-    8 photos at 160 and 224 px) ``top_k=32`` gave Spearman >= 0.95 (mean 0.98) to the exact map with 20x fewer
-    forwards; see ``benchmarks/README.md``.
+    8 photos at 160 and 224 px) ``top_k=32`` gave Spearman >= 0.95 (mean 0.98) to the exact map with 18x fewer
+    forwards. Where a few channels with large maps carry most of the weight, the map of that image can be further
+    off (0.92 with ``top_k=64`` on one photo), so a larger ``top_k`` is not always closer; see
+    ``benchmarks/README.md``.
 
     Peak memory beyond the model's weights: one forward (no autograd graph) of ``batch_size`` masked inputs,
     i.e. ``batch_size`` inputs ``[C, H, W]`` and their activations, plus ``batch_size`` fp32 masks
@@ -269,10 +271,13 @@ def _kmeans_medoids(points: Tensor, n: int, iterations: int = 10) -> Tensor:
     Deterministic: the centres start at the first ``n`` distinct points (so equal maps never share a start);
     Lloyd iterations stop early once stable. Empty clusters are dropped.
     """
-    _, inverse = torch.unique(points, dim=0, return_inverse=True)  # [R]
-    position = torch.arange(points.shape[0], device=points.device)
-    first = torch.full_like(position, points.shape[0]).scatter_reduce_(0, inverse, position, "amin")  # [U]
-    seeds = first[first < points.shape[0]].sort().values[:n]  # [n'] first occurrence of each distinct point
+    if n < 1:
+        return torch.zeros(0, dtype=torch.long, device=points.device)
+    unique, inverse = torch.unique(points, dim=0, return_inverse=True)  # [U,D], [R]
+    position = torch.arange(points.shape[0], device=points.device)  # [R]
+    first = torch.full((unique.shape[0],), points.shape[0], device=points.device)
+    first = first.scatter_reduce_(0, inverse, position, "amin")  # [U] where each distinct point first occurs
+    seeds = first.sort().values[:n]  # [n']
     centres, n = points[seeds].clone(), seeds.numel()  # [n',D]
     for _ in range(iterations):
         assign = _distances(points, centres).argmin(1)  # [R]

@@ -207,6 +207,20 @@ def test_kmeans_medoids_seeds_distinct_maps():
     assert medoids[0] in (0, 1)  # one medoid per cluster, each the member nearest its centre
     assert medoids[1] in (2, 4)
     assert len(_kmeans_medoids(points[:2], 2)) == 1  # two equal points: one cluster, one medoid
+    assert len(_kmeans_medoids(points, 0)) == 0  # top_k=1 leaves no medoid to choose
+
+
+def test_top_k_of_one_scores_one_channel_per_image():
+    model = _TwoKindsOfMaps().eval()
+    x, targets = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2])
+    rows = []
+    handle = model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    try:
+        maps = ScoreCAM(target_layer="act", top_k=1)(model, x, targets)
+    finally:
+        handle.remove()
+    assert rows == [2, 2]  # the criterion pass, then one masked input per image
+    assert not maps.isnan().any()
 
 
 class _Flattening(nn.Module):
