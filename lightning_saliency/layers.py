@@ -184,6 +184,26 @@ def _is_global_pool(model: nn.Module, name: str) -> bool:
     return isinstance(model.get_submodule(name), _GLOBAL_POOLS)
 
 
+def checked_output(module: nn.Module, output: Any, earlier: Tensor | None) -> Tensor:
+    """``output`` of a hooked target layer, checked: a Tensor, and the first one of this forward (``earlier`` None).
+
+    Raises:
+        TypeError: If the layer returned something else than a Tensor.
+        RuntimeError: If the layer already ran in this forward (its activation would be ambiguous).
+    """
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"Target layer {type(module).__name__} returned {type(output).__name__}; CAM methods need a layer whose "
+            "output is a Tensor [B, K, h, w]."
+        )
+    if earlier is not None:
+        raise RuntimeError(
+            f"Target layer {type(module).__name__} ran more than once in one forward, so its activation is "
+            "ambiguous. Choose a layer that runs once per forward."
+        )
+    return output
+
+
 @contextlib.contextmanager
 def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[list[Tensor | None]]:
     """Record each module's output during the forwards run inside; hooks are removed on exit, also on error.
@@ -205,17 +225,7 @@ def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[list[Tensor | None
 
     def make_hook(index: int) -> Any:
         def hook(module: nn.Module, _args: Any, output: Any) -> Any:
-            if not isinstance(output, Tensor):
-                raise TypeError(
-                    f"Target layer {type(module).__name__} returned {type(output).__name__}; CAM methods need a "
-                    "layer whose output is a Tensor [B, K, h, w]."
-                )
-            if outputs[index] is not None:
-                raise RuntimeError(
-                    f"Target layer {type(module).__name__} ran more than once in one forward, so its activation is "
-                    "ambiguous. Choose a layer that runs once per forward."
-                )
-            outputs[index] = output
+            outputs[index] = checked_output(module, output, outputs[index])
             return output.clone()
 
         return hook

@@ -31,7 +31,7 @@ from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
 from lightning_saliency._runtime import FP32, OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
 from lightning_saliency._runtime import to_logits as _to_logits
 from lightning_saliency.exceptions import SaliencyWarning
-from lightning_saliency.layers import LayerSpec, capture_outputs, resolve_target_layer
+from lightning_saliency.layers import LayerSpec, capture_outputs, checked_output, resolve_target_layer
 
 __all__ = [
     "CAMMethod",
@@ -204,17 +204,7 @@ def _graph_from(layer: nn.Module) -> Iterator[list[Tensor | None]]:
     captured: list[Tensor | None] = [None]
 
     def hook(module: nn.Module, _args: Any, output: Any) -> Any:
-        if not isinstance(output, Tensor):
-            raise TypeError(
-                f"Target layer {type(module).__name__} returned {type(output).__name__}; CAM methods need a layer "
-                "whose output is a Tensor [B, K, h, w]."
-            )
-        if captured[0] is not None:
-            raise RuntimeError(
-                f"Target layer {type(module).__name__} ran more than once in one forward, so its activation is "
-                "ambiguous. Choose a layer that runs once per forward."
-            )
-        leaf = output.detach().requires_grad_(True)
+        leaf = checked_output(module, output, captured[0]).detach().requires_grad_(True)
         captured[0] = leaf
         torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad below restores the caller's mode
         return leaf.clone()
