@@ -88,6 +88,16 @@ def _reference_scorecam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
     return (up - lo) / (hi - lo)
 
 
+def _with_forward_rows(model: nn.Module, method: ScoreCAM, x: torch.Tensor, targets: torch.Tensor):
+    """``method(model, x, targets)`` and the batch size of every forward the model ran meanwhile."""
+    rows = []
+    handle = model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    try:
+        return method(model, x, targets), rows
+    finally:
+        handle.remove()
+
+
 def test_registered():
     assert METHODS["scorecam"] is ScoreCAM
     assert isinstance(get_method("scorecam", top_k=4), ScoreCAM)
@@ -97,12 +107,7 @@ def test_matches_reference_and_scores_constant_channels_once():
     model = _DeadChannels().eval()
     x = torch.randn(3, 3, 12, 10, generator=torch.Generator().manual_seed(0))
     targets = torch.tensor([0, 4, 2])
-    rows = []
-    handle = model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
-    try:
-        maps = ScoreCAM(target_layer="act", batch_size=5)(model, x, targets)
-    finally:
-        handle.remove()
+    maps, rows = _with_forward_rows(model, ScoreCAM(target_layer="act", batch_size=5), x, targets)
     torch.testing.assert_close(maps, _reference_scorecam(model, x, targets), atol=1e-5, rtol=1e-4)
     # 1 activation forward of the batch, 1 zero input for all 3*4 constant channels, 3*4 masked inputs in chunks of 5
     assert rows == [3, 1, 5, 5, 2]
@@ -159,12 +164,7 @@ def test_top_k_channels_borrow_the_score_of_an_equal_map():
     # k-means half of the budget puts a medoid in each of the 2 kinds, so borrowing reproduces exact mode.
     model = _TwoKindsOfMaps().eval()
     x, targets = torch.randn(3, 3, 10, 10, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2, 4])
-    rows = []
-    handle = model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
-    try:
-        approx = ScoreCAM(target_layer="act", top_k=4, batch_size=64)(model, x, targets)
-    finally:
-        handle.remove()
+    approx, rows = _with_forward_rows(model, ScoreCAM(target_layer="act", top_k=4, batch_size=64), x, targets)
     torch.testing.assert_close(approx, ScoreCAM(target_layer="act")(model, x, targets), atol=1e-5, rtol=1e-4)
     assert rows[0] == 3  # the Grad-CAM criterion pass
     assert sum(rows[1:]) <= 3 * 4  # then at most top_k masked inputs per image
@@ -213,12 +213,7 @@ def test_kmeans_medoids_seeds_distinct_maps():
 def test_top_k_of_one_scores_one_channel_per_image():
     model = _TwoKindsOfMaps().eval()
     x, targets = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2])
-    rows = []
-    handle = model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
-    try:
-        maps = ScoreCAM(target_layer="act", top_k=1)(model, x, targets)
-    finally:
-        handle.remove()
+    maps, rows = _with_forward_rows(model, ScoreCAM(target_layer="act", top_k=1), x, targets)
     assert rows == [2, 2]  # the criterion pass, then one masked input per image
     assert not maps.isnan().any()
 
