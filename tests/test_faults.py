@@ -15,6 +15,7 @@ from lightning_saliency import SaliencyMonitor, SaliencyWarning
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
 from lightning_saliency.methods import GradCAM, ScoreCAM, compute_saliency
 from lightning_saliency.metrics.functional.perturbation import average_drop, deletion_curve, insertion_curve
+from lightning_saliency.metrics.functional.road import road_score
 
 # ------------------------------------------------------------------------------------- exceptions in methods/scores
 
@@ -210,6 +211,7 @@ def _chunked_calls() -> dict[str, tuple[Any, int]]:
         "average_drop": (lambda m, x, t: average_drop(m, x, t, maps, batch_size=64), 1),
         "deletion": (lambda m, x, t: deletion_curve(m, x, t, maps, steps=4, batch_size=64), 3),
         "insertion": (lambda m, x, t: insertion_curve(m, x, t, maps, steps=4, batch_size=16), 3),
+        "road": (lambda m, x, t: road_score(m, x, t, maps, percentages=(25, 50), batch_size=16), 3),
     }
 
 
@@ -223,7 +225,9 @@ def test_fake_out_of_memory_retries_with_half_the_chunk_and_gives_the_same_resul
     faulty = OutOfMemoryAbove(inner, limit)
     before = snapshot(faulty)
     result = call(faulty, inputs, targets)
-    if name == "cameras":  # smaller batches at the rescaled sizes: conv/bicubic kernels may round differently
+    if name in ("cameras", "road"):
+        # cameras: smaller batches at the rescaled sizes, conv/bicubic kernels may round differently; road: the
+        # imputation solver stops once every image of a chunk converged, so smaller chunks iterate differently
         torch.testing.assert_close(result, expected, atol=1e-5, rtol=0)
     else:
         assert torch.equal(result, expected), "the retried result must be bit-identical"

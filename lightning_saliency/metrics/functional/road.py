@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency.methods.base import Run
 from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
@@ -221,10 +222,12 @@ def road_curves(
             ]
         ).flatten(0, 2)  # [2*B*P,1,H,W]
         img = torch.arange(b, device=inputs.device).repeat_interleave(n).repeat(2)  # [2*B*P]
-        for lo in range(0, 2 * b * n, batch_size):
-            rows = slice(lo, min(lo + batch_size, 2 * b * n))
-            filled = noisy_linear_imputation(inputs[img[rows]], masks[rows], noise=noise, seed=seed, tol=tol)
-            probs[rows] = _target_probs(model, filled, targets[img[rows]], run)
+
+        def chunk(lo: int, hi: int) -> None:  # written by index: an out-of-memory retry overwrites
+            filled = noisy_linear_imputation(inputs[img[lo:hi]], masks[lo:hi], noise=noise, seed=seed, tol=tol)
+            probs[lo:hi] = _target_probs(model, filled, targets[img[lo:hi]], run)
+
+        run_chunked(chunk, 2 * b * n, batch_size, what="imputed images")  # on out-of-memory: half the chunk
     morf, lerf = probs.view(2, b, n)
     return morf, lerf
 
