@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from lightning_saliency.methods.base import Run, SaliencyMethod
 from lightning_saliency.metrics._base import _MeanScore
-from lightning_saliency.metrics.functional.attack import _check_attack_args, saliency_attack_score
+from lightning_saliency.metrics.functional.attack import _check_attack_args, _check_fraction, saliency_attack_score
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score
 
 __all__ = ["ModelRandomisation", "SaliencyAttack"]
@@ -108,8 +108,7 @@ class SaliencyAttack(_MeanScore):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+        _check_fraction(fraction)
         _check_attack_args(step_size, max_steps)
         self.fraction, self.step_size, self.max_steps = fraction, step_size, max_steps
         self.seed, self.bounds, self.run = seed, bounds, run

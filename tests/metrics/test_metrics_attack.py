@@ -86,6 +86,8 @@ def test_metric_and_errors():
     )
     with pytest.raises(ValueError, match="fraction must be in"):
         saliency_attack_score(model, X, T, maps, fraction=0)
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\], got 1.5"):
+        SaliencyAttack(fraction=1.5)
     with pytest.raises(ValueError, match="step_size must be"):
         SaliencyAttack(step_size=0)
     with pytest.raises(ValueError, match="max_steps must be"):

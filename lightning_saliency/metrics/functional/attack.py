@@ -20,6 +20,11 @@ def _check_attack_args(step_size: float, max_steps: int) -> None:
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}.")
 
 
+def _check_fraction(fraction: float) -> None:
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+
+
 def masked_attack_norm(
     model: nn.Module,
     inputs: Tensor,
@@ -135,8 +140,7 @@ def saliency_attack_score(
     """
     check_inputs(inputs, targets)
     maps = _check_maps(maps, inputs)
-    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+    _check_fraction(fraction)
     b, _, h, w = maps.shape
     k = max(1, round(fraction * h * w))
     salient = (_pixel_ranks(maps) < k).view(b, 1, h, w)
