@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import random
+
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -99,3 +103,33 @@ def read_events(log_dir) -> dict[str, dict[str, list]]:
         for tag in acc.Tags()["scalars"]:
             out["scalars"].setdefault(tag, []).extend(acc.Scalars(tag))
     return out
+
+
+def train_state(tmp_path, callbacks, *, max_epochs: int, precision: str = "32-true") -> tuple:
+    """A seeded ``fit`` of :class:`TinyClassifier`: its weights (BatchNorm statistics included), optimizer state,
+    the torch / numpy / python RNG states and each parameter's ``.grad`` afterwards."""
+    L.seed_everything(7, workers=True)
+    model = TinyClassifier()
+    train, val = loaders(n=64)
+    tr = trainer(tmp_path, callbacks, max_epochs=max_epochs, precision=precision, logger=False)
+    tr.fit(model, train, val)
+    opt = tr.optimizers[0].state_dict()
+    rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt), rng, [p.grad for p in model.parameters()]
+
+
+def assert_same_training(base: tuple, other: tuple) -> None:
+    """Two :func:`train_state` results are bit-identical: weights, optimizer state, RNG streams and ``.grad``."""
+    base_state, base_opt, base_rng, base_grads = base
+    state, opt, rng, grads = other
+    assert base_state.keys() == state.keys()
+    for key in base_state:  # weights and BatchNorm running statistics (incl. num_batches_tracked)
+        assert torch.equal(base_state[key], state[key]), key
+    for pid, s in base_opt["state"].items():
+        for name, value in s.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt["state"][pid][name])), (pid, name)
+    assert torch.equal(base_rng[0], rng[0])
+    assert np.array_equal(base_rng[1], rng[1])
+    assert base_rng[2] == rng[2]
+    for g0, g1 in zip(base_grads, grads, strict=True):
+        assert (g0 is None and g1 is None) or torch.equal(g0, g1)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-import random
-
 import numpy as np
 import pytest
 import torch
-from _lightning_models import TinyClassifier, loaders, make_data, read_events, trainer
-from lightning.pytorch import seed_everything
+from _lightning_models import (
+    TinyClassifier,
+    assert_same_training,
+    loaders,
+    make_data,
+    read_events,
+    train_state,
+    trainer,
+)
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -64,36 +68,15 @@ def test_validate_and_test_entry_points_produce_maps_under_inference_mode(tmp_pa
     assert not torch.is_inference(maps)
 
 
-def _train_state(tmp_path, callbacks, precision="32-true"):
-    seed_everything(7, workers=True)
-    model = TinyClassifier()
-    train, val = loaders(n=64)
-    tr = trainer(tmp_path, callbacks, max_epochs=3, precision=precision, logger=False)
-    tr.fit(model, train, val)
-    opt = tr.optimizers[0].state_dict()
-    rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt), rng, [p.grad for p in model.parameters()]
-
-
 @pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path, precision):
-    base_state, base_opt, base_rng, base_grads = _train_state(tmp_path / "a", [], precision)
+    base = train_state(tmp_path / "a", [], max_epochs=3, precision=precision)
     monitor = SaliencyMonitor(methods=ALL_GRADIENT_FAMILY, num_samples=4, targets="predicted")
-    state, opt, rng, grads = _train_state(tmp_path / "b", [monitor], precision)
+    other = train_state(tmp_path / "b", [monitor], max_epochs=3, precision=precision)
 
     assert monitor.last_maps, "the monitor must actually have run"
-    assert base_state.keys() == state.keys()
-    for key in base_state:  # weights and BatchNorm running statistics (incl. num_batches_tracked)
-        assert torch.equal(base_state[key], state[key]), key
-    for pid, s in base_opt["state"].items():
-        for name, value in s.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt["state"][pid][name])), (pid, name)
-    assert torch.equal(base_rng[0], rng[0])
-    assert np.array_equal(base_rng[1], rng[1])
-    assert base_rng[2] == rng[2]
-    for g0, g1 in zip(base_grads, grads, strict=True):
-        assert (g0 is None and g1 is None) or torch.equal(g0, g1)
+    assert_same_training(base, other)
 
 
 def test_frozen_eval_backbone_stays_in_eval_mode(tmp_path):

@@ -8,8 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from _lightning_models import TinyClassifier, loaders, read_events, trainer
-from lightning.pytorch import seed_everything
+from _lightning_models import TinyClassifier, assert_same_training, loaders, read_events, train_state, trainer
 from torch import Tensor, nn
 
 from lightning_saliency import ClassModelMonitor, get_method
@@ -232,34 +231,14 @@ def test_monitor_in_validate_and_test_under_inference_mode(tmp_path, entry):
     assert not torch.is_inference(monitor.last_images)
 
 
-def _train_state(tmp_path, callbacks):
-    seed_everything(7, workers=True)
-    model = TinyClassifier()
-    train, val = loaders(n=64)
-    tr = trainer(tmp_path, callbacks, max_epochs=2, logger=False)
-    tr.fit(model, train, val)
-    opt = tr.optimizers[0].state_dict()
-    rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt), rng, [p.grad for p in model.parameters()]
-
-
 @pytest.mark.filterwarnings("ignore:ClassModelMonitor found no TensorBoardLogger")
 def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path):
-    base_state, base_opt, base_rng, base_grads = _train_state(tmp_path / "a", [])
+    base = train_state(tmp_path / "a", [], max_epochs=2)
     monitor = ClassModelMonitor(classes=[0, 1, 2, 3], steps=4, jitter=2, blur_every=2)
-    state, opt, rng, grads = _train_state(tmp_path / "b", [monitor])
+    other = train_state(tmp_path / "b", [monitor], max_epochs=2)
 
     assert monitor.last_images is not None, "the monitor must actually have run"
-    for key in base_state:
-        assert torch.equal(base_state[key], state[key]), key
-    for pid, s in base_opt["state"].items():
-        for name, value in s.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt["state"][pid][name])), (pid, name)
-    assert torch.equal(base_rng[0], rng[0])
-    assert np.array_equal(base_rng[1], rng[1])
-    assert base_rng[2] == rng[2]
-    for g0, g1 in zip(base_grads, grads, strict=True):
-        assert (g0 is None and g1 is None) or torch.equal(g0, g1)
+    assert_same_training(base, other)
 
 
 def test_monitor_compute_outside_a_trainer_and_missing_shape():
