@@ -155,13 +155,10 @@ def run_gradient_pass(
             activations={layer: a.detach().float() for layer, a in zip(layers, captured, strict=True) if a is not None},
             layer_grads={},
         )
-    x = inputs.detach().clone().requires_grad_(not (len(layers) == 1 and not input_grads))
-    if x.requires_grad:
-        with capture_outputs(layers) as captured:
-            logits = run.logits(model, x)
-    else:  # one layer, no input gradient: autograd need only record the forward from that layer on
-        with _graph_from(layers[0]) as captured:
-            logits = run.logits(model, x)
+    whole_graph = input_grads or len(layers) != 1  # else autograd need only record from the one layer on
+    x = inputs.detach().clone().requires_grad_(whole_graph)
+    with capture_outputs(layers) if whole_graph else _graph_from(layers[0]) as captured:
+        logits = run.logits(model, x)
     check_targets(targets, logits)
     _warn_non_finite(logits)
     if not logits.requires_grad:
