@@ -4,6 +4,7 @@ Everything here is a context manager or a pure helper used by every method and b
 
 * :func:`gradients_enabled` re-enables autograd even inside Lightning's ``torch.inference_mode``.
 * :func:`eval_mode` puts a model in eval mode and restores every submodule's own flag afterwards.
+* :func:`eager` runs ``torch.compile``'d models as eager Python, so hooks and autograd see every layer.
 * :func:`preserved_rng` forks torch (CPU and CUDA), numpy and ``random`` so that training's streams
   are the same with or without saliency work.
 * :class:`Precision` carries the trainer's forward context (autocast) and input conversion.
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 __all__ = [
     "OutputAdapter",
     "Precision",
+    "eager",
     "eval_mode",
     "gradients_enabled",
     "module_device",
@@ -52,6 +54,25 @@ def gradients_enabled() -> Iterator[None]:
         tensor([3., 3.])
     """
     with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
+    """Run compiled code (``torch.compile(model)``, ``model.compile()``, compiled submodules) eagerly inside.
+
+    A forward hook on a layer inside a compiled graph records an activation that the compiled graph's autograd
+    does not use: ``torch.autograd.grad`` returns ``None`` for it. Saliency passes therefore run the model's own
+    Python code (``torch.compiler.set_stance("force_eager")``): the same weights and the same maps as eager mode,
+    nothing compiled or recompiled, and training's compiled graphs and caches untouched.
+
+    Example:
+        >>> net = torch.compile(nn.Linear(2, 1))
+        >>> with eager():
+        ...     net(torch.ones(1, 2)).shape
+        torch.Size([1, 1])
+    """
+    with torch.compiler.set_stance("force_eager"):
         yield
 
 

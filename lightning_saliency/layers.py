@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_saliency._runtime import FP32, Precision, eval_mode, preserved_rng
+from lightning_saliency._runtime import FP32, Precision, eager, eval_mode, preserved_rng
 
 __all__ = ["LayerSpec", "capture_outputs", "find_target_layer", "resolve_target_layer", "spatial_layers"]
 
@@ -45,13 +46,22 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
         >>> spatial_layers(net, torch.zeros(1, 3, 8, 8))
         [('0', (1, 4, 6, 6)), ('1', (1, 4, 6, 6)), ('2', (1, 4, 1, 1))]
     """
-    return _dry_forward(model, inputs, precision)[0]
+    return _dry_forward(model, inputs, precision).spatial
 
 
-def _dry_forward(
-    model: nn.Module, inputs: Tensor, precision: Precision
-) -> tuple[list[tuple[str, tuple[int, ...]]], list[tuple[str, tuple[int, ...] | None]]]:
-    """``(spatial_layers' list, every module run once with its output shape or None)``, in finishing order."""
+@dataclass
+class _Trace:
+    """What one dry forward saw, in finishing order."""
+
+    spatial: list[tuple[str, tuple[int, ...]]]
+    """Modules that ran once with a 4-D output, and its shape."""
+    finished: list[tuple[str, tuple[int, ...] | None]]
+    """Every module that ran once, with its output shape (``None`` if not a Tensor)."""
+    repeated: list[tuple[str, int]]
+    """Modules with a 4-D output that ran more than once, and how often: never candidates."""
+
+
+def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Trace:
     order: dict[str, tuple[int, ...]] = {}
     runs: dict[str, int] = {}
     finished: dict[str, tuple[int, ...] | None] = {}
@@ -70,14 +80,28 @@ def _dry_forward(
     handles = [module.register_forward_hook(record(name)) for name, module in named]
     try:
         # Eval mode: a train-mode dry forward would update BatchNorm statistics (and fail on a 1x1 map with B=1).
-        with preserved_rng([inputs.device]), eval_mode(model), torch.no_grad(), precision.forward_context():
+        with preserved_rng([inputs.device]), eval_mode(model), torch.no_grad(), eager(), precision.forward_context():
             model(precision.convert_input(inputs[:1]))
     finally:
         for handle in handles:
             handle.remove()
+    return _Trace(
+        spatial=[(name, shape) for name, shape in order.items() if runs[name] == 1],
+        finished=[(name, shape) for name, shape in finished.items() if runs[name] == 1],
+        repeated=[(name, runs[name]) for name in order if runs[name] > 1],
+    )
+
+
+def _excluded(trace: _Trace) -> str:
+    """Why modules with a 4-D output are not candidates (ran more than once), for error messages."""
+    if not trace.repeated:
+        return ""
+    shown = ", ".join(f"{name!r} ({count} times)" for name, count in trace.repeated[-8:])
     return (
-        [(name, shape) for name, shape in order.items() if runs[name] == 1],
-        [(name, shape) for name, shape in finished.items() if runs[name] == 1],
+        f" Left out because they run more than once per forward (their activation is ambiguous): {shown}. A "
+        "module shared by several stages (one activation module called after every block, or a block applied "
+        "repeatedly) cannot be a target layer: name a module that runs once, e.g. target_layer='<dotted name>' "
+        "of a convolution or a block's output, or give each call its own module instance."
     )
 
 
@@ -96,7 +120,8 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
         >>> find_target_layer(resnet18(), torch.zeros(1, 3, 64, 64))
         'layer4'
     """
-    layers, finished = _dry_forward(model, inputs, precision)
+    trace = _dry_forward(model, inputs, precision)
+    layers, finished = trace.spatial, trace.finished
     pools = [i for i, (n, _) in enumerate(layers) if _is_global_pool(model, n)]
     token_layer = None if pools else _token_layer(model, layers, finished)
     if token_layer is not None:
@@ -112,8 +137,9 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
     if not candidates:
         raise ValueError(
             f"target_layer='auto' found no module of {type(model).__name__} with a 4-D [B, K, h, w] output for an "
-            f"input of shape {tuple(inputs.shape[1:])}. CAM methods (gradcam, gradcam++, ...) need a spatial "
-            "feature map; use the 'gradient' family of methods for this model, or name a layer."
+            f"input of shape {tuple(inputs.shape[1:])} that runs once per forward. CAM methods (gradcam, gradcam++, "
+            "...) need a spatial feature map; name a layer, or use the 'gradient' family of methods for this model."
+            + _excluded(trace)
         )
     larger = [(n, s) for n, s in candidates if s[-1] * s[-2] > 1]
     return (larger or candidates)[-1][0]
@@ -145,12 +171,13 @@ def resolve_target_layer(
     modules = dict(model.named_modules())
     if layer in modules and layer:
         return layer, modules[layer]
-    spatial = [n for n, s in spatial_layers(model, inputs, precision) if s[-1] * s[-2] > 1]
+    trace = _dry_forward(model, inputs, precision)
+    spatial = [n for n, s in trace.spatial if s[-1] * s[-2] > 1]
     close = difflib.get_close_matches(layer, list(modules), n=5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"target_layer={layer!r} is not a module of {type(model).__name__}.{hint} Layers with a spatial output, "
-        f"first to last: {', '.join(spatial[-12:]) or 'none'}."
+        f"first to last: {', '.join(spatial[-12:]) or 'none'}.{_excluded(trace)}"
     )
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command of the README and of CI (.ci/run runs exactly this). Installs the package with the pinned
-# stack (requirements/constraints.txt); installs Debian's Chromium for tests/test_tensorboard_browser.py when it
-# is missing and apt-get can (bounded in time; never fails the run: that test is then skipped); runs pytest.
+# The test command of the README and of CI (.ci/run runs exactly this, in a brand-new virtual environment).
+# Installs the package with the pinned stack (requirements/constraints.txt); installs Debian's Chromium for
+# tests/test_tensorboard_browser.py when it is missing and apt-get can (bounded in time; never fails the run: that
+# test is then skipped); checks lint, formatting and types; runs pytest.
 # Arguments go to pytest: `bash scripts/test.sh -q tests/test_cli.py`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,8 @@ if [ -z "${CHROME_BIN:-}" ] && ! command -v chromium >/dev/null 2>&1 && ! comman
   fi
 fi
 
+echo "scripts/test.sh: ruff check, ruff format --check, mypy"
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m mypy lightning_saliency
 python3 -m pytest "$@"

@@ -1,6 +1,8 @@
 """Run SaliencyMonitor under ``Trainer(strategy="ddp")`` on CPU (gloo) or on one process; used by test_ddp.py.
 
-    python tests/ddp_run.py OUT_DIR WORLD_SIZE NUM_SAMPLES
+    python tests/ddp_run.py OUT_DIR WORLD_SIZE NUM_SAMPLES [fail]
+
+With ``fail``, a fourth method (``flaky``) raises on rank 1 only, and so does the ``insertion`` score.
 
 Lightning's DDP launcher re-executes this script for the other ranks. Rank 0 saves what the monitor logged
 (maps and score means) to OUT_DIR/result.pt; the TensorBoard events go to OUT_DIR/tb.
@@ -19,15 +21,36 @@ if __name__ == "__main__":
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader
 
+    import lightning_saliency.callbacks.saliency_monitor as monitor_module
     from lightning_saliency import SaliencyMonitor
+    from lightning_saliency.methods import Gradient
+
+    class Flaky(Gradient):
+        """The gradient, except that it raises on rank 1 (where its share is padding when num_samples is 1)."""
+
+        def from_pass(self, p, layer):
+            if torch.distributed.is_initialized() and torch.distributed.get_rank() == 1:
+                raise RuntimeError("flaky exploded on rank 1")
+            return super().from_pass(p, layer)
 
     out, world, num_samples = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    fail = sys.argv[4:] == ["fail"]
+    if fail:
+        real = monitor_module.evaluate_scores
+
+        def evaluate_scores(model, inputs, targets, maps, names, **kwargs):
+            rank1 = torch.distributed.is_initialized() and torch.distributed.get_rank() == 1
+            if rank1 and "insertion" in names:
+                raise RuntimeError("insertion exploded on rank 1")
+            return real(model, inputs, targets, maps, names, **kwargs)
+
+        monitor_module.evaluate_scores = evaluate_scores
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     model = TinyClassifier()
     val = DataLoader(make_data(24, seed=1), batch_size=8)
     monitor = SaliencyMonitor(
-        methods=["gradient", "gradcam", "smoothgrad"],
+        methods=["gradient", "gradcam", "smoothgrad", *([Flaky(name="flaky")] if fail else [])],
         num_samples=num_samples,
         scores=["deletion", "insertion", "average_drop", "model_randomisation"],
         score_steps=4,
@@ -44,5 +67,11 @@ if __name__ == "__main__":
     trainer.validate(model, val, verbose=False)
     if trainer.is_global_zero:
         torch.save(
-            {"maps": monitor.last_maps, "scores": monitor.last_scores, "world": trainer.world_size}, out / "result.pt"
+            {
+                "maps": monitor.last_maps,
+                "scores": monitor.last_scores,
+                "world": trainer.world_size,
+                "errors": sorted(monitor._errors),
+            },
+            out / "result.pt",
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -168,7 +170,7 @@ def test_state_dict_round_trip_restores_the_probe_identity(tmp_path):
     state = first.state_dict()
     second = SaliencyMonitor(methods=["gradient"], num_samples=3)
     second.load_state_dict(state)
-    assert second._probe_spec == state["probe_indices"]
+    assert second._restored_indices == state["probe_indices"]
     assert first.state_key == second.state_key
     assert first.state_key != SaliencyMonitor(methods=["gradcam"]).state_key
 
@@ -259,6 +261,53 @@ def test_scores_are_logged_per_method_with_layout_and_curves(tmp_path):
     assert any(b"custom_scalars" in f.read_bytes() for f in layout_files)
 
 
+def _custom_scalar_charts(log_dir) -> dict[str, list[str]]:
+    """The custom-scalars layout read back from the event file: chart title -> its tag regexes."""
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    charts: dict[str, list[str]] = {}
+    for f in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"tensors": 0})
+        acc.Reload()
+        if metadata.CONFIG_SUMMARY_TAG not in acc.Tags()["tensors"]:
+            continue
+        layout = layout_pb2.Layout()
+        layout.ParseFromString(acc.Tensors(metadata.CONFIG_SUMMARY_TAG)[-1].tensor_proto.string_val[0])
+        for category in layout.category:
+            for chart in category.chart:
+                charts[chart.title] = list(chart.multiline.tag)
+    return charts
+
+
+def test_custom_scalars_charts_have_exactly_one_line_per_method_whatever_the_labels(tmp_path):
+    from lightning_saliency.methods import GradCAMPlusPlus, Gradient
+
+    labels = ["cam", "cam++", "grad.x", "cam(1)", "[cam]*"]
+    methods = [
+        GradCAM(name="cam"),
+        GradCAMPlusPlus(name="cam++"),
+        Gradient(name="grad.x"),
+        GradCAM(name="cam(1)"),
+        GradCAM(name="[cam]*"),
+    ]
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=methods, num_samples=2, score_steps=2, scores=["deletion", "average_drop"])
+    trainer(tmp_path, [monitor], max_epochs=1).fit(TinyClassifier(), train, val)
+    logged = set(read_events(tmp_path)["scalars"])
+    charts = _custom_scalar_charts(tmp_path)
+    assert set(charts) == {"deletion", "average_drop", "time"}
+    for score in ("deletion", "average_drop"):
+        # TensorBoard's rule (custom_scalars_plugin): a chart shows the logged tags that re.match one of its regexes.
+        lines = [tag for tag in sorted(logged) if any(re.compile(rx).match(tag) for rx in charts[score])]
+        assert sorted(lines) == sorted(f"saliency/{label}/{score}" for label in labels), score
+    timing = [tag for tag in logged if any(re.compile(rx).match(tag) for rx in charts["time"])]
+    assert timing
+    assert all(tag.startswith("saliency/time/") for tag in timing)
+
+
 def test_localisation_scores_with_probe_boxes_and_costly_scores_every_n(tmp_path):
     _, val = loaders()
     x = torch.randn(2, 3, 16, 16)
@@ -322,6 +371,74 @@ def test_resume_from_checkpoint_continues_probe_and_history(tmp_path):
     assert first.state_key == resumed.state_key  # ... of the same probe, restored through the same key
 
 
+@pytest.mark.parametrize(
+    ("changed", "old", "new"),
+    [
+        ({"num_samples": 6}, "num_samples=4", "num_samples=6"),
+        ({"probe": [1, 2, 5]}, "num_samples=4", r"probe=\[1, 2, 5\]"),
+    ],
+)
+def test_resume_with_another_probe_configuration_takes_the_new_probe_and_drops_the_history(tmp_path, changed, old, new):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    train, val = loaders(n=96)
+    first = SaliencyMonitor(methods=["gradcam"], num_samples=4, scores=["map_stability"])
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer(tmp_path / "a", [first, ckpt], max_epochs=2, enable_checkpointing=True).fit(TinyClassifier(), train, val)
+
+    resumed = SaliencyMonitor(methods=["gradcam"], scores=["map_stability"], **{"num_samples": 4, **changed})
+    tr = trainer(tmp_path / "b", [resumed], max_epochs=3, enable_checkpointing=True)
+    with pytest.warns(SaliencyWarning, match=rf"another probe.*\({old} in the checkpoint, {new} now\)"):
+        tr.fit(TinyClassifier(), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+
+    probe = resumed._probes["validate"]
+    if "probe" in changed:
+        assert probe.indices == changed["probe"]
+    else:
+        assert len(probe) == changed["num_samples"]
+    assert [e for e, _ in resumed.history["gradcam"]] == [2]  # the old probe's history is gone
+    assert "saliency/gradcam/map_stability" not in read_events(tmp_path / "b")["scalars"]
+    again = SaliencyMonitor(methods=["gradcam"], scores=["map_stability"], **{"num_samples": 4, **changed})
+    again.load_state_dict(resumed.state_dict())  # the same configuration resumes silently, with the history
+    assert [e for e, _ in again.history["gradcam"]] == [2]
+
+
+def test_two_monitors_with_one_prefix_fail_at_setup_naming_both(tmp_path):
+    from lightning_saliency import ClassModelMonitor
+
+    train, val = loaders()
+    a = SaliencyMonitor(methods=["gradient"], num_samples=2)
+    b = SaliencyMonitor(methods=["gradcam"], num_samples=2)
+    assert a.state_key != b.state_key  # Lightning's own check lets them through
+    match = (
+        r"SaliencyMonitor\(methods=\['gradient'\], log_prefix='saliency'\) and "
+        r"SaliencyMonitor\(methods=\['gradcam'\], log_prefix='saliency'\) both have log_prefix='saliency'.*"
+        r"log_prefix='saliency_2'"
+    )
+    with pytest.raises(ValueError, match=match):
+        trainer(tmp_path, [a, b], max_epochs=1).fit(TinyClassifier(), train, val)
+    clash = trainer(tmp_path, [a, ClassModelMonitor(classes=[0], log_prefix="saliency")], max_epochs=1)
+    with pytest.raises(ValueError, match=r"ClassModelMonitor\(classes=\[0\], log_prefix='saliency'\)"):
+        clash.fit(TinyClassifier(), train, val)
+    c = SaliencyMonitor(methods=["gradcam"], num_samples=2, log_prefix="saliency_cam")
+    trainer(tmp_path / "ok", [a, c], max_epochs=1).fit(TinyClassifier(), train, val)
+    assert {"saliency/gradient", "saliency_cam/gradcam"} <= set(read_events(tmp_path / "ok")["images"])
+
+
+def test_fast_dev_run_says_that_nothing_is_logged_instead_of_asking_for_a_tensorboard_logger(tmp_path, caplog):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    train, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, scores=())
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    with caplog.at_level("INFO"):  # a SaliencyWarning (e.g. "found no TensorBoardLogger") would fail the test
+        trainer(tmp_path, [monitor], logger=logger, fast_dev_run=True).fit(TinyClassifier(), train, val)
+    assert "fast_dev_run is on" in caplog.text
+    assert "logs nothing" in caplog.text
+    assert set(monitor.last_maps) == {"gradcam"}  # the work ran
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))  # and, as said, nothing was logged
+
+
 @pytest.mark.parametrize("strategy", ["FSDPStrategy"])
 def test_unsupported_sharded_strategy_raises_at_setup(strategy):
     from types import SimpleNamespace
@@ -338,7 +455,8 @@ def test_errors_are_reported_once_and_training_continues_unless_strict(tmp_path)
     monitor = SaliencyMonitor(methods=["gradcam"], target_layer="nope", num_samples=2)
     model = TinyClassifier()
     tr = trainer(tmp_path, [monitor], max_epochs=3)
-    with pytest.warns(SaliencyWarning, match=r"skipped its work at epoch 0 \(validate\).*target_layer='nope'") as rec:
+    match = r"the method 'gradcam' failed at epoch 0 \(validate\).*target_layer='nope'"
+    with pytest.warns(SaliencyWarning, match=match) as rec:
         tr.fit(model, train, val)
     assert sum(issubclass(w.category, SaliencyWarning) for w in rec) == 1  # once, not every epoch
     assert tr.current_epoch == 3  # training finished

@@ -14,10 +14,10 @@ from _lightning_models import read_events
 SCRIPT = Path(__file__).resolve().parent / "ddp_run.py"
 
 
-def _run(out: Path, world: int, num_samples: int) -> dict:
+def _run(out: Path, world: int, num_samples: int, *extra: str) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), str(world), str(num_samples)],
+        [sys.executable, str(SCRIPT), str(out), str(world), str(num_samples), *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -51,3 +51,23 @@ def test_ddp_two_processes_equal_single_process(tmp_path, num_samples):
     assert events["scalars"]["saliency/gradcam/deletion"][0].value == pytest.approx(
         single["scores"]["gradcam"]["deletion"], abs=1e-5
     )
+
+
+@pytest.mark.slow
+def test_ddp_a_method_and_a_score_failing_on_one_rank_are_dropped_on_all_and_the_rest_is_logged(tmp_path):
+    single = _run(tmp_path / "single", 1, 5)
+    ddp = _run(tmp_path / "ddp", 2, 5, "fail")  # returns: nothing hung
+    assert set(ddp["maps"]) == {"gradient", "gradcam", "smoothgrad"}  # flaky failed on rank 1: gone everywhere
+    for label, maps in ddp["maps"].items():
+        torch.testing.assert_close(maps, single["maps"][label], atol=1e-5, rtol=0)
+    for label, scores in ddp["scores"].items():
+        assert set(scores) == {"deletion", "average_drop", "model_randomisation"}, label  # insertion failed
+        for name, value in scores.items():
+            assert value == pytest.approx(single["scores"][label][name], abs=1e-5), (label, name)
+    errors = ddp["errors"]  # rank 0 reported what failed on rank 1
+    assert any(e.startswith("method 'flaky': RuntimeError: flaky exploded on rank 1") for e in errors), errors
+    assert any("score 'insertion' of method 'gradient'" in e for e in errors), errors
+    events = read_events(tmp_path / "ddp")
+    assert "saliency/flaky" not in events["images"]
+    assert len(events["images"]["saliency/gradcam"]) == 1
+    assert "saliency/gradcam/insertion" not in events["scalars"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from _lightning_models import TinyClassifier, loaders, trainer
+from _lightning_models import TinyClassifier, loaders, read_events, trainer
 from test_hardening import assert_no_hooks, assert_untouched, build, snapshot
 from torch import Tensor, nn
 
@@ -18,6 +19,21 @@ from lightning_saliency.metrics.functional.perturbation import average_drop, del
 from lightning_saliency.metrics.functional.road import road_score
 
 # ------------------------------------------------------------------------------------- exceptions in methods/scores
+
+
+def error_texts(log_dir: Any) -> list[str]:
+    """The method label each ``saliency/errors`` text entry names, in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    labels = []
+    for f in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"tensors": 0})
+        acc.Reload()
+        if "saliency/errors/text_summary" in acc.Tags()["tensors"]:
+            for event in acc.Tensors("saliency/errors/text_summary"):
+                text = event.tensor_proto.string_val[0].decode()
+                labels.append(text.split("method '", 1)[1].split("'", 1)[0])
+    return labels
 
 
 class FailingClassifier(TinyClassifier):
@@ -72,11 +88,21 @@ def test_a_method_raising_in_training_is_reported_once_and_training_continues(me
     train, val = loaders()
     model = FailingClassifier(frozen_backbone=True)
     bad = MidwayGradCAM(name="bad") if method == "gradcam" else MidwayScoreCAM(batch_size=4, name="bad")
-    monitor = SaliencyMonitor(methods=["gradient", bad], num_samples=4, scores=())
+    monitor = SaliencyMonitor(methods=["gradient", bad], num_samples=4, scores=("average_drop",))
     tr = trainer(tmp_path, [monitor], max_epochs=3)
-    with pytest.warns(SaliencyWarning, match=r"skipped its work at epoch 0 \(validate\).*exploded mid-way") as rec:
+    match = r"the method 'bad' failed at epoch 0 \(validate\) and is left out of this epoch.*exploded mid-way"
+    with pytest.warns(SaliencyWarning, match=match) as rec:
         tr.fit(model, train, val)
     assert sum(issubclass(w.category, SaliencyWarning) for w in rec) == 1
+    # One failing method does not take the others: the gradient's maps and scores are logged every epoch.
+    events = read_events(tmp_path)
+    assert len(events["images"]["saliency/gradient"]) == 3
+    assert "saliency/bad" not in events["images"]
+    assert len(events["images"]["saliency/overview"]) == 3
+    assert len(events["scalars"]["saliency/gradient/average_drop"]) == 3
+    assert "saliency/bad/average_drop" not in events["scalars"]
+    assert set(monitor.last_maps) == {"gradient"}
+    assert error_texts(tmp_path) == 3 * ["bad"]  # a saliency/errors entry at each epoch, naming the method
     assert tr.current_epoch == 3
     assert tr.global_step == 3 * len(train)
     assert_no_hooks(model)
@@ -108,10 +134,17 @@ def test_a_score_raising_in_training_is_reported_once_and_training_continues(tmp
         methods=["gradient", "gradcam"], num_samples=2, scores=("deletion", "insertion"), score_steps=2
     )
     tr = trainer(tmp_path, [monitor], max_epochs=2)
-    with pytest.warns(SaliencyWarning, match="RuntimeError: insertion score exploded") as rec:
+    match = "the score 'insertion' of method '(gradient|gradcam)' failed.*RuntimeError: insertion score exploded"
+    with pytest.warns(SaliencyWarning, match=match) as rec:
         tr.fit(model, train, val)
-    assert sum(issubclass(w.category, SaliencyWarning) for w in rec) == 1
+    # One warning per distinct failure (the same score of each method), not one per epoch.
+    assert sum(issubclass(w.category, SaliencyWarning) for w in rec) == 2
     assert [names for names in calls if "deletion" in names], "deletion ran before insertion failed"
+    scalars = read_events(tmp_path)["scalars"]
+    for label in ("gradient", "gradcam"):  # the other score of every method is still logged, every epoch
+        assert len(scalars[f"saliency/{label}/deletion"]) == 2
+        assert f"saliency/{label}/insertion" not in scalars
+    assert set(monitor.last_scores["gradcam"]) == {"deletion"}
     assert tr.current_epoch == 2
     assert_no_hooks(model)
     assert not any(model.backbone_modes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 import warnings
 
 import pytest
@@ -74,9 +73,7 @@ def test_fifty_epochs_with_every_method_keep_memory_flat_and_leave_nothing_behin
     recorder = Recorder()
     model = TinyClassifier()
     tr = trainer(tmp_path, [monitor, recorder], max_epochs=EPOCHS, limit_train_batches=1, limit_val_batches=1)
-    start = time.perf_counter()
     tr.fit(model, train, val)
-    elapsed = time.perf_counter() - start
 
     assert tr.current_epoch == EPOCHS
     assert sorted(recorder.rss) == list(range(EPOCHS)), "the monitor ran every epoch"
@@ -95,4 +92,3 @@ def test_fifty_epochs_with_every_method_keep_memory_flat_and_leave_nothing_behin
     assert len(monitor.alarm_log) == 100
     assert monitor.alarm_log[-1].startswith(f"epoch {EPOCHS - 1}: average_drop")
     assert len(monitor._errors) == 0
-    assert elapsed < 120, f"{elapsed:.0f} s"

@@ -8,7 +8,7 @@ from typing import ClassVar
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_saliency._checks import int_at_least, non_empty_str
 from lightning_saliency.exceptions import SaliencyWarning
@@ -39,7 +39,29 @@ class EpochEndMonitor(Callback, ABC):
         self._warned_no_tensorboard = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Warn once when there is no TensorBoard logger to show the images."""
+        """Refuse a second monitor writing the same tags; warn once when no TensorBoard logger shows the images.
+
+        Raises:
+            ValueError: If another monitor of the trainer has the same ``log_prefix``.
+        """
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's callback connector
+        same = [cb for cb in callbacks if isinstance(cb, EpochEndMonitor) and cb.log_prefix == self.log_prefix]
+        if len(same) > 1:
+            first, second = same[:2]  # in the Trainer's order
+            raise ValueError(
+                f"Two monitors write the same TensorBoard tags: {first!r} and {second!r} both have "
+                f"log_prefix={self.log_prefix!r}. Give one of them another prefix, e.g. "
+                f"{type(second).__name__}(..., log_prefix={self.log_prefix + '_2'!r})."
+            )
+        if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning's debugging connector
+            if not self._warned_no_tensorboard:
+                self._warned_no_tensorboard = True
+                rank_zero_info(
+                    f"{type(self).__name__}: fast_dev_run is on, and Lightning replaces the Trainer's loggers with a "
+                    "dummy in that mode, so this run computes the saliency work (a check that it runs) but logs "
+                    "nothing. Run without fast_dev_run (e.g. limit_train_batches=2, max_epochs=1) to see the images."
+                )
+            return
         if not self._tensorboard_loggers(trainer) and not self._warned_no_tensorboard:
             self._warned_no_tensorboard = True
             rank_zero_warn(

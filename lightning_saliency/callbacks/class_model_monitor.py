@@ -139,6 +139,9 @@ class ClassModelMonitor(EpochEndMonitor):
 
     _logs = "class model images"
 
+    def __repr__(self) -> str:
+        return f"ClassModelMonitor(classes={self.classes}, log_prefix={self.log_prefix!r})"
+
     @property
     def state_key(self) -> str:
         """Unique per configuration, so several monitors can live in one checkpoint."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 import time
 import traceback
@@ -28,11 +29,12 @@ from lightning_saliency._runtime import (
     preserved_rng,
 )
 from lightning_saliency.callbacks._base import EpochEndMonitor
+from lightning_saliency.distributed import all_gather_objects, gather_rows, shard
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.localisation import draw_localisation, saliency_to_box
 from lightning_saliency.methods import SaliencyMethod, compute_saliency, get_method
-from lightning_saliency.methods.base import GradientMethod, Run, _shares_pass
+from lightning_saliency.methods.base import GradientMethod, Run, _shares_pass, check_targets
 from lightning_saliency.metrics import (
     SCORES,
     evaluate_scores,
@@ -74,7 +76,7 @@ _EXPENSIVE = ("model_randomisation", "saliency_attack", "road", "infidelity", "s
 # Strategies whose forward needs every rank (sharded parameters): the methods run data-dependent numbers of
 # forwards per rank (Score-CAM skips dead channels, attacks stop early), which would deadlock them.
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 # Scores computed together by one `evaluate_scores` call (they share forwards); timed as one entry.
 _SCORE_GROUPS = (("deletion",), ("insertion",), ("average_drop", "increase_in_confidence"))
 
@@ -246,6 +248,7 @@ class SaliencyMonitor(EpochEndMonitor):
         self.colormap, self.alpha = colormap, float(alpha)
         self.output_adapter = output_adapter
         self._probe_spec = _check_probe_spec(probe)
+        self._restored_indices: list[int] | None = None  # the probe of a resumed checkpoint (when probe=None)
         self._probes: dict[str, Probe] = {}
         self._probe_indices: list[int] | None = None
         self.last_maps: dict[str, Tensor] = {}
@@ -264,6 +267,9 @@ class SaliencyMonitor(EpochEndMonitor):
     # ------------------------------------------------------------------ Lightning hooks
 
     _logs = "saliency images (timings and scores still go to the other loggers)"
+
+    def __repr__(self) -> str:
+        return f"SaliencyMonitor(methods={[m.label for m in self.methods]}, log_prefix={self.log_prefix!r})"
 
     @property
     def state_key(self) -> str:
@@ -294,17 +300,33 @@ class SaliencyMonitor(EpochEndMonitor):
         """
         return {
             "version": _STATE_VERSION,
+            "probe_config": self._probe_config(),
             "probe_indices": self._probe_indices,
             "num_samples": self.num_samples,
             "history": {label: [(epoch, m.clone()) for epoch, m in entries] for label, entries in self.history.items()},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the probe identity and the map history saved by :meth:`state_dict`."""
+        """Restore the probe identity and the map history saved by :meth:`state_dict`.
+
+        The configuration given now wins: when it asks for another probe than the checkpoint's (another
+        ``num_samples``, or another ``probe=``), the probe is taken anew, the saved history (it belongs to the old
+        probe's images) is dropped, and one warning names the old and the new values.
+        """
+        saved = state_dict.get("probe_config", {"num_samples": state_dict.get("num_samples", self.num_samples)})
+        now = self._probe_config()
+        if saved != now:
+            rank_zero_warn(
+                f"SaliencyMonitor resumes with another probe than its checkpoint's ({_describe_probe(saved)} in the "
+                f"checkpoint, {_describe_probe(now)} now). The configuration given now wins: the probe is taken anew "
+                "and the checkpoint's map history (filmstrips, map_stability) is dropped.",
+                category=SaliencyWarning,
+            )
+            return
         indices = state_dict.get("probe_indices")
         if indices is not None and self._probe_spec is None:
-            self._probe_spec = [int(i) for i in indices]
-            self._probe_indices = list(self._probe_spec)
+            self._restored_indices = [int(i) for i in indices]
+            self._probe_indices = list(self._restored_indices)
         labels = {m.label for m in self.methods}
         history = state_dict.get("history", {})
         self.history = {
@@ -313,20 +335,32 @@ class SaliencyMonitor(EpochEndMonitor):
             if label in labels
         }
 
+    def _probe_config(self) -> dict[str, Any]:
+        """What the user asked for as the probe: ``num_samples`` from the data, dataset indices, or given tensors."""
+        spec = self._probe_spec
+        if isinstance(spec, Probe):
+            return {"inputs": [*spec.inputs.shape, round(float(spec.inputs.double().sum()), 6)]}
+        if spec is not None:
+            return {"indices": list(spec)}
+        return {"num_samples": self.num_samples}
+
     # ------------------------------------------------------------------ the work
 
     def compute(self, pl_module: nn.Module, probe: Probe, precision: Precision | None = None) -> dict[str, Tensor]:
         """Maps of ``probe`` for every method: label -> ``[B, 1, H, W]`` float32 on the CPU.
 
-        Usable outside a Trainer, e.g. in a notebook: ``monitor.compute(model, Probe(images, labels))``.
+        Usable outside a Trainer, e.g. in a notebook: ``monitor.compute(model, Probe(images, labels))``. An error in
+        a method is raised here.
         """
-        return self._evaluate(pl_module, probe, precision or Precision(), with_scores=False).maps
+        failures = _Failures(isolate=False)
+        return self._evaluate(pl_module, probe, precision or Precision(), failures, with_scores=False).maps
 
     def _evaluate(
         self,
         pl_module: nn.Module,
         probe: Probe,
         precision: Precision,
+        failures: _Failures,
         *,
         with_scores: bool,
         expensive: bool = False,
@@ -338,9 +372,9 @@ class SaliencyMonitor(EpochEndMonitor):
         with preserved_rng([device]), gradients_enabled():
             inputs = probe.inputs.to(device)  # a normal tensor: created outside inference mode
             targets = self._resolve_targets(pl_module, inputs, probe, run)
-            self._maps(pl_module, inputs, targets, run, result, progress)
+            self._maps(pl_module, inputs, targets, run, result, failures, progress)
             if with_scores:
-                self._scores(pl_module, inputs, targets, probe, run, expensive, result, progress)
+                self._scores(pl_module, inputs, targets, probe, run, expensive, result, failures, progress)
         return result
 
     def _maps(
@@ -350,19 +384,49 @@ class SaliencyMonitor(EpochEndMonitor):
         targets: Tensor,
         run: Run,
         result: _Result,
+        failures: _Failures,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         device = inputs.device
         maps: dict[str, Tensor] = {}
         for timing_name, group in self._groups():
             start = _now(device)
-            results = compute_saliency(
-                model, inputs, targets, group, precision=run.precision, output_adapter=run.output_adapter
-            )
+            maps.update(self._group_maps(model, inputs, targets, group, run, failures))
             result.times[timing_name] = _now(device) - start
             progress(timing_name)
-            maps.update({m.label: r.cpu() for m, r in zip(group, results, strict=True)})
-        result.maps = {m.label: maps[m.label] for m in self.methods}
+        result.maps = {m.label: maps[m.label] for m in self.methods if m.label in maps}
+
+    def _group_maps(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Tensor,
+        group: list[SaliencyMethod],
+        run: Run,
+        failures: _Failures,
+    ) -> dict[str, Tensor]:
+        """Maps (label -> map) of one :func:`compute_saliency` call; a failed shared pass is retried method by method.
+
+        So, when isolating failures, only the method that fails is lost, not the others sharing its pass.
+        """
+
+        def maps_of(methods: list[SaliencyMethod]) -> dict[str, Tensor]:
+            results = compute_saliency(
+                model, inputs, targets, methods, precision=run.precision, output_adapter=run.output_adapter
+            )
+            return {m.label: r.cpu() for m, r in zip(methods, results, strict=True)}
+
+        if len(group) > 1:
+            try:
+                return maps_of(group)
+            except Exception:
+                if not failures.isolate:
+                    raise
+        out: dict[str, Tensor] = {}
+        for method in group:
+            with failures.attempt(("method", method.label, None)):
+                out.update(maps_of([method]))
+        return out
 
     def _scores(
         self,
@@ -373,6 +437,7 @@ class SaliencyMonitor(EpochEndMonitor):
         run: Run,
         expensive: bool,
         result: _Result,
+        failures: _Failures,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         device = inputs.device
@@ -381,34 +446,38 @@ class SaliencyMonitor(EpochEndMonitor):
         groups = [g for g in grouped if g] + [[n] for n in cheap if not any(n in g for g in _SCORE_GROUPS)]
         for method in self.methods:
             label = method.label
+            if label not in result.maps:
+                continue  # the method failed: nothing to score
             maps = result.maps[label].to(device)
             values: dict[str, Tensor] = {}  # name -> [S] per image
             for group in groups:
                 start = _now(device)
-                scores = evaluate_scores(
-                    model,
-                    inputs,
-                    targets,
-                    maps,
-                    group,
-                    run=run,
-                    boxes=probe.boxes,
-                    masks=probe.masks,
-                    steps=self.score_steps,
-                    batch_size=self.score_batch_size,
-                )
-                values.update({name: scores[name].float().cpu() for name in group if name in scores})
-                for mode in ("deletion", "insertion"):
-                    if f"{mode}_curve" in scores:
-                        result.curves.setdefault(mode, {})[label] = scores[f"{mode}_curve"].float().cpu()
-                for name, reason in scores.skipped.items():
-                    self._note(f"SaliencyMonitor skips the score {name!r}: {reason} (give them with the probe).")
-                if any(name in scores for name in group):
-                    result.times[f"{label}/{'+'.join(group)}"] = _now(device) - start
+                with failures.attempt(*[("score", label, name) for name in group]):
+                    scores = evaluate_scores(
+                        model,
+                        inputs,
+                        targets,
+                        maps,
+                        group,
+                        run=run,
+                        boxes=probe.boxes,
+                        masks=probe.masks,
+                        steps=self.score_steps,
+                        batch_size=self.score_batch_size,
+                    )
+                    values.update({name: scores[name].float().cpu() for name in group if name in scores})
+                    for mode in ("deletion", "insertion"):
+                        if f"{mode}_curve" in scores:
+                            result.curves.setdefault(mode, {})[label] = scores[f"{mode}_curve"].float().cpu()
+                    for name, reason in scores.skipped.items():
+                        self._note(f"SaliencyMonitor skips the score {name!r}: {reason} (give them with the probe).")
+                    if any(name in scores for name in group):
+                        result.times[f"{label}/{'+'.join(group)}"] = _now(device) - start
             for name in (n for n in _EXPENSIVE if expensive and n in self.scores):
                 start = _now(device)
-                values[name] = self._costly_score(name, method, model, inputs, targets, maps, run).float().cpu()
-                result.times[f"{label}/{name}"] = _now(device) - start
+                with failures.attempt(("score", label, name)):
+                    values[name] = self._costly_score(name, method, model, inputs, targets, maps, run).float().cpu()
+                    result.times[f"{label}/{name}"] = _now(device) - start
             result.scores[label] = values
             progress(f"scores of {label}")
 
@@ -448,50 +517,64 @@ class SaliencyMonitor(EpochEndMonitor):
             rank_zero_info(message)
 
     def _resolve_targets(self, model: nn.Module, inputs: Tensor, probe: Probe, run: Run) -> Tensor:
-        b = inputs.shape[0]
-        if self.targets == "label":
-            if probe.labels is None:
-                raise ValueError(
-                    "targets='label' needs labels, but the probe has none (the validation samples carry no label, "
-                    "or `probe=` was given as inputs only). Use targets='predicted', a class index, or give "
-                    "`probe=(inputs, labels)`."
-                )
-            return probe.labels.to(inputs.device)
-        if isinstance(self.targets, int):
-            return torch.full((b,), self.targets, dtype=torch.long, device=inputs.device)
+        """The class each image's maps explain, ``[B]``.
+
+        One forward first reads the model's output as logits and checks the targets against it: a setup error (an
+        output that is not logits, a class out of range) is then the epoch's, reported once, not once per method.
+        """
+        if self.targets == "label" and probe.labels is None:
+            raise ValueError(
+                "targets='label' needs labels, but the probe has none (the validation samples carry no label, "
+                "or `probe=` was given as inputs only). Use targets='predicted', a class index, or give "
+                "`probe=(inputs, labels)`."
+            )
         with eval_mode(model), torch.no_grad():
-            logits = run.logits(model, inputs)
-        return logits.float().argmax(1)
+            logits = run.logits(model, inputs)  # [B,N]
+        if self.targets == "label":
+            assert probe.labels is not None
+            targets = probe.labels.to(inputs.device)
+        elif isinstance(self.targets, int):
+            targets = torch.full((inputs.shape[0],), self.targets, dtype=torch.long, device=inputs.device)
+        else:
+            targets = logits.float().argmax(1)
+        check_targets(targets, logits)
+        return targets
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Every rank takes the same probe, computes its share, and joins the same collectives in the same order
-        # (also when its share is padding, or when it failed); rank 0 then renders and logs.
+        # (also when its share is padding, or when something failed on it); rank 0 then renders and logs.
         start = time.perf_counter()
         expensive = trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.expensive_every_n_epochs == 0
-        world = trainer.world_size
+        failures = _Failures(isolate=not self.strict)
         error: Exception | None = None
         result, probe = _Result(), None
         try:
             with preserved_rng([trainer.strategy.root_device]):
                 probe = self._get_probe(trainer, stage)
             self._check_normalisation(probe)
-            share = probe.subset(_shard(len(probe), world, trainer.global_rank))
+            share = probe.subset(shard(len(probe), trainer.world_size, trainer.global_rank))
             precision = Precision.from_trainer(trainer)
             with self._progress_bar(trainer, expensive) as progress:
                 result = self._evaluate(
-                    pl_module, share, precision, with_scores=True, expensive=expensive, progress=progress
+                    pl_module, share, precision, failures, with_scores=True, expensive=expensive, progress=progress
                 )
         except Exception as exc:  # handled below, on every rank, after the ranks agreed that one failed
             error = exc
-        if world > 1:
-            error = self._agree_on_failure(trainer, error)
+        reports = all_gather_objects(trainer, _Report.of(result, failures, error))  # the one agreement collective
+        error = _agreed_error(reports, error, trainer.global_rank)
         if error is not None or probe is None:
             self._fail(trainer, stage, error or RuntimeError("no probe"))
             return
-        if world > 1:
-            result = self._gather(trainer, result, len(probe))
+        failed = {key: message for report in reports for key, message in report.failed.items()}
+        result = _drop_failed(result, failed)
+        if trainer.world_size > 1:
+            names = sorted({n for report in reports for n in report.score_names})
+            result = self._gather(trainer, result, len(probe), names)
         if not trainer.is_global_zero:
             return
+        self._report_failures(trainer, stage, reports)
+        if not result.maps:
+            return  # every method failed: reported above, nothing to draw
         try:
             self._render_and_log(trainer, stage, probe, result, start)
         except Exception as exc:  # after every collective: safe to report on rank 0 alone
@@ -506,15 +589,6 @@ class SaliencyMonitor(EpochEndMonitor):
                     f"{arg} must have one value per input channel ({channels}) or a single value, got {values}."
                 )
 
-    def _agree_on_failure(self, trainer: pl.Trainer, error: Exception | None) -> Exception | None:
-        """One collective: if any rank failed, every rank returns an error (its own, or one naming the ranks)."""
-        device = trainer.strategy.root_device
-        failed = trainer.strategy.all_gather(torch.tensor([float(error is not None)], device=device))  # [W,1]
-        if error is None and bool(failed.any()):
-            ranks = [r for r, f in enumerate(failed.flatten().tolist()) if f]
-            return RuntimeError(f"SaliencyMonitor failed on rank(s) {ranks}; see the warning of that rank.")
-        return error
-
     def _fail(self, trainer: pl.Trainer, stage: str, error: Exception) -> None:
         """Raise in strict mode; otherwise warn once per distinct error and write a TensorBoard text entry."""
         if self.strict:
@@ -524,7 +598,27 @@ class SaliencyMonitor(EpochEndMonitor):
             f"SaliencyMonitor skipped its work at epoch {trainer.current_epoch} ({stage}) after an error; training "
             f"continues (pass strict=True to raise instead). {type(error).__name__}: {error}"
         )
-        key = f"{type(error).__name__}: {error}"
+        self._warn_error(trainer, f"{type(error).__name__}: {error}", message, summary)
+
+    def _report_failures(self, trainer: pl.Trainer, stage: str, reports: list[_Report]) -> None:
+        """Rank 0: one warning per distinct failure of a method or a score, and its ``saliency/errors`` text."""
+        ranks: dict[_Key, list[int]] = {}
+        for rank, report in enumerate(reports):
+            for key in report.failed:
+                ranks.setdefault(key, []).append(rank)
+        for key, where in ranks.items():
+            kind, label, name = key
+            what = f"method {label!r}" if kind == "method" else f"score {name!r} of method {label!r}"
+            headline, summary = next(r.failed[key] for r in reports if key in r.failed)
+            on = f" on rank(s) {where}" if len(reports) > 1 else ""
+            message = (
+                f"SaliencyMonitor: the {what} failed at epoch {trainer.current_epoch} ({stage}){on} and is left out of "
+                f"this epoch; the other methods and scores are logged and training continues (pass strict=True to "
+                f"raise instead). {headline}"
+            )
+            self._warn_error(trainer, f"{what}: {headline}", message, summary)
+
+    def _warn_error(self, trainer: pl.Trainer, key: str, message: str, summary: str) -> None:
         if key not in self._errors:
             self._errors.add(key)
             rank_zero_warn(f"{message}\n{summary}", category=SaliencyWarning)
@@ -563,29 +657,33 @@ class SaliencyMonitor(EpochEndMonitor):
         finally:
             bar.close()
 
-    def _gather(self, trainer: pl.Trainer, result: _Result, size: int) -> _Result:
-        """Gather every rank's share to all ranks (the same collectives on every rank) and undo the sharding."""
-        device = trainer.strategy.root_device
+    def _gather(self, trainer: pl.Trainer, result: _Result, size: int, names: list[str]) -> _Result:
+        """Every rank's share to the whole probe, in probe order: the same collectives, with the same shapes.
 
-        def gather(local: Tensor) -> Tensor:  # [S,...] on each rank -> [size,...] in probe order
-            everything = trainer.strategy.all_gather(local.to(device))  # [W,S,...]
-            return everything.flatten(0, 1)[:size].cpu()
-
+        ``result`` holds the same methods on every rank (failures were agreed and dropped), and ``names`` are the
+        score names of all ranks; a score missing on this rank for some method is NaN there (never reported).
+        """
         out = _Result(times=result.times)
-        labels = [m.label for m in self.methods]
-        maps = gather(torch.stack([result.maps[label] for label in labels], 1))  # [S,M,1,H,W] -> [B,M,1,H,W]
+        labels = [m.label for m in self.methods if m.label in result.maps]
+        if not labels:
+            return out
+        maps = gather_rows(trainer, torch.stack([result.maps[label] for label in labels], 1), size)  # [B,M,1,H,W]
         out.maps = {label: maps[:, i].clone() for i, label in enumerate(labels)}
-        names = sorted({n for values in result.scores.values() for n in values})
         if names:
             nan = torch.full((len(next(iter(result.maps.values()))),), float("nan"))
             packed = torch.stack(
-                [torch.stack([result.scores[lb].get(n, nan) for n in names], 1) for lb in labels], 1
+                [torch.stack([result.scores.get(lb, {}).get(n, nan) for n in names], 1) for lb in labels], 1
             )  # [S,M,N]
-            values = gather(packed)  # [B,M,N]
-            out.scores = {lb: {n: values[:, i, j] for j, n in enumerate(names)} for i, lb in enumerate(labels)}
-        for mode in sorted(result.curves):
-            curves = gather(torch.stack([result.curves[mode][lb] for lb in labels], 1))  # [B,M,steps+1]
-            out.curves[mode] = {lb: curves[:, i] for i, lb in enumerate(labels)}
+            values = gather_rows(trainer, packed, size)  # [B,M,N]
+            out.scores = {
+                lb: {n: values[:, i, j] for j, n in enumerate(names) if not bool(values[:, i, j].isnan().all())}
+                for i, lb in enumerate(labels)
+            }
+        for mode in ("deletion", "insertion"):
+            with_curve = [lb for lb in labels if lb in result.curves.get(mode, {})]
+            if mode in names and with_curve:
+                curves = gather_rows(trainer, torch.stack([result.curves[mode][lb] for lb in with_curve], 1), size)
+                out.curves[mode] = {lb: curves[:, i] for i, lb in enumerate(with_curve)}  # [B,steps+1] each
         return out
 
     def _render_and_log(self, trainer: pl.Trainer, stage: str, probe: Probe, result: _Result, start: float) -> None:
@@ -686,10 +784,18 @@ class SaliencyMonitor(EpochEndMonitor):
             any_logger.log_metrics(scalars, step=step)
 
     def _layout(self, prefix: str) -> dict[str, dict[str, list[Any]]]:
-        """TensorBoard custom-scalars layout: one chart per score, one line per method."""
+        """TensorBoard custom-scalars layout: one chart per score, one line per method.
+
+        TensorBoard reads each chart's tags as regular expressions and keeps the logged tags they ``re.match``: each
+        tag is escaped and anchored, so a label such as ``gradcam++`` (a possessive quantifier on Python 3.11, an
+        invalid pattern on 3.10) matches exactly its own tag.
+        """
         labels = [m.label for m in self.methods]
-        charts = {name: ["Multiline", [f"{prefix}/{label}/{name}" for label in labels]] for name in self.scores}
-        charts["time"] = ["Multiline", [f"{prefix}/time/.*"]]
+        charts = {
+            name: ["Multiline", [re.escape(f"{prefix}/{label}/{name}") + "$" for label in labels]]
+            for name in self.scores
+        }
+        charts["time"] = ["Multiline", [re.escape(f"{prefix}/time/")]]
         return {f"{prefix} scores": charts}
 
     def _stability(self, epoch: int, small: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -710,7 +816,7 @@ class SaliencyMonitor(EpochEndMonitor):
     def _get_probe(self, trainer: pl.Trainer, stage: str) -> Probe:
         if stage in self._probes:
             return self._probes[stage]
-        spec = self._probe_spec
+        spec = self._probe_spec if self._probe_spec is not None else self._restored_indices
         if isinstance(spec, Probe):
             probe = spec
         else:
@@ -782,6 +888,16 @@ def _check_probe_spec(probe: ProbeSpec) -> Probe | list[int] | None:
     )
 
 
+def _describe_probe(config: dict[str, Any]) -> str:
+    """``num_samples=4``, ``probe=[0, 3, 5]`` or ``probe=<tensor [4, 3, 16, 16], sum 12.5>``."""
+    if "num_samples" in config:
+        return f"num_samples={config['num_samples']}"
+    if "indices" in config:
+        return f"probe={config['indices']}"
+    *shape, total = config["inputs"]
+    return f"probe=<tensor {shape}, sum {total:g}>"
+
+
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -831,15 +947,70 @@ class _Result:
     times: dict[str, float] = field(default_factory=dict)  # this rank's seconds
 
 
-def _shard(size: int, world: int, rank: int) -> list[int]:
-    """This rank's contiguous share of ``range(size)``, padded by wrap-around to ``ceil(size / world)`` items.
+_Key = tuple[str, str, str | None]
+"""What failed: ``("method", label, None)`` or ``("score", label, score name)``."""
 
-    Every rank gets the same number of items (gathers need equal shapes; an empty share would need special
-    cases); padded items are dropped after gathering, since flattening ``[W, S]`` restores the probe order.
 
-    Example:
-        >>> [_shard(5, 2, r) for r in range(2)], _shard(1, 3, 2)
-        ([[0, 1, 2], [3, 4, 0]], [0])
+class _Failures:
+    """The failures of methods and scores on this rank: ``key -> (headline, traceback summary)``.
+
+    With ``isolate=False`` (``strict=True``, or :meth:`SaliencyMonitor.compute`) nothing is caught.
     """
-    per_rank = -(-size // world)
-    return [(rank * per_rank + j) % size for j in range(per_rank)]
+
+    def __init__(self, isolate: bool) -> None:
+        self.isolate = isolate
+        self.failed: dict[_Key, tuple[str, str]] = {}
+
+    @contextmanager
+    def attempt(self, *keys: _Key) -> Iterator[None]:
+        """Run the block; if it raises (and failures are isolated), record the error under every key."""
+        try:
+            yield
+        except Exception as exc:
+            if not self.isolate:
+                raise
+            headline = f"{type(exc).__name__}: {exc}"
+            summary = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-4))
+            for key in keys:
+                self.failed[key] = (headline, summary)
+
+
+@dataclass
+class _Report:
+    """What one rank tells the others after its work (picklable): the agreement's payload."""
+
+    fatal: str | None
+    failed: dict[_Key, tuple[str, str]]
+    score_names: list[str]
+
+    @classmethod
+    def of(cls, result: _Result, failures: _Failures, error: Exception | None) -> _Report:
+        names = sorted({n for values in result.scores.values() for n in values})
+        return cls(None if error is None else f"{type(error).__name__}: {error}", dict(failures.failed), names)
+
+
+def _agreed_error(reports: list[_Report], error: Exception | None, rank: int) -> Exception | None:
+    """If some rank failed as a whole, every rank returns an error (its own, or one naming the failed ranks)."""
+    failed = [r for r, report in enumerate(reports) if report.fatal is not None]
+    if error is None and failed:
+        return RuntimeError(f"SaliencyMonitor failed on rank(s) {failed}: {reports[failed[0]].fatal}")
+    return error
+
+
+def _drop_failed(result: _Result, failed: dict[_Key, Any]) -> _Result:
+    """``result`` without what failed on any rank, so every rank gathers the same methods and scores."""
+    lost = {label for kind, label, _ in failed if kind == "method"}
+    gone = {(label, name) for kind, label, name in failed if kind == "score"}
+    return _Result(
+        maps={lb: m for lb, m in result.maps.items() if lb not in lost},
+        scores={
+            lb: {n: v for n, v in values.items() if (lb, n) not in gone}
+            for lb, values in result.scores.items()
+            if lb not in lost
+        },
+        curves={
+            mode: {lb: c for lb, c in by_label.items() if lb not in lost and (lb, mode) not in gone}
+            for mode, by_label in result.curves.items()
+        },
+        times=result.times,
+    )

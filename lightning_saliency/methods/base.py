@@ -28,7 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
-from lightning_saliency._runtime import FP32, OutputAdapter, Precision, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency._runtime import (
+    FP32,
+    OutputAdapter,
+    Precision,
+    eager,
+    eval_mode,
+    gradients_enabled,
+    preserved_rng,
+)
 from lightning_saliency._runtime import to_logits as _to_logits
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec, capture_outputs, checked_output, resolve_target_layer
@@ -54,8 +62,8 @@ class Run:
     output_adapter: OutputAdapter | None = None
 
     def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
-        """``model(inputs)`` under the forward context, as logits ``[B, num_classes]``."""
-        with self.precision.forward_context():
+        """``model(inputs)`` under the forward context, as logits ``[B, num_classes]``; compiled models run eagerly."""
+        with eager(), self.precision.forward_context():
             output = model(self.precision.convert_input(inputs))
         return _to_logits(output, inputs.shape[0], self.output_adapter)
 
@@ -178,7 +186,7 @@ def run_gradient_pass(
         acts.append(act)
     wrt = ([x] if input_grads else []) + acts
     grads = torch.autograd.grad(score, wrt, allow_unused=True)
-    grads = tuple(torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads, strict=True))
+    _check_connected(model, grads, ["input"] * input_grads + list(layers))
     layer_grads = grads[1:] if input_grads else grads
     return GradientPass(
         inputs=inputs,
@@ -212,6 +220,28 @@ def _graph_from(layer: nn.Module) -> Iterator[list[Tensor | None]]:
             yield captured
     finally:
         handle.remove()
+
+
+def _check_connected(model: nn.Module, grads: Sequence[Tensor | None], wrt: Sequence[str | nn.Module]) -> None:
+    """A gradient that ``autograd.grad(..., allow_unused=True)`` returns as ``None`` is an error, never zeros.
+
+    ``None`` means the logits do not depend, through autograd, on that tensor: zeros would be a silent wrong map.
+    """
+    missing = [what for what, g in zip(wrt, grads, strict=True) if g is None]
+    if not missing:
+        return
+    names = {id(module): name for name, module in model.named_modules()}
+    described = [
+        "the input" if isinstance(w, str) else f"target layer {names.get(id(w), '?')!r} ({type(w).__name__})"
+        for w in missing
+    ]
+    raise RuntimeError(
+        f"The target logits of {type(model).__name__} do not depend through autograd on {', '.join(described)}: "
+        "its gradient is undefined (autograd returned None), so its map would be wrong. The layer's output was "
+        "recorded but the logits were computed from something else (a detached or replaced output, a layer "
+        "outside the path from the input to the logits, or a graph compiled by a tool that bypasses hooks). "
+        "Choose a layer on that path."
+    )
 
 
 def _warn_non_finite(logits: Tensor) -> None:

@@ -7,6 +7,7 @@ import functools
 
 import pytest
 import torch
+from _tolerance import assert_close_to_peer
 from torch import Tensor, nn
 from torchvision.models import swin_t
 from torchvision.models.swin_transformer import SwinTransformer
@@ -121,7 +122,9 @@ def test_vit_gradcam_equals_pytorch_grad_cam_with_its_reshape_transform():
     with pgc.GradCAM(model=peer, target_layers=[layer], reshape_transform=reshape_transform) as cam:
         theirs = cam(input_tensor=inputs.clone(), targets=[ClassifierOutputTarget(int(t)) for t in targets])
     ours = GradCAM()(model, inputs, targets)
-    torch.testing.assert_close(ours, torch.from_numpy(theirs)[:, None], rtol=0, atol=1e-4)
+    # The same backward; a 32-channel weighted sum, pgc's float32 numpy min-max (eps 1e-7) and cv2 resize of the 4x4
+    # grid, min-max: measured 6.5 ulps of 1. 128.
+    assert_close_to_peer(ours, torch.from_numpy(theirs)[:, None], ulps=128, why="ViT Grad-CAM vs pytorch-grad-cam")
     explicit = GradCAM(reshape=reshape_transform)(model, inputs, targets)
     torch.testing.assert_close(explicit, ours, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="4-D feature map"):

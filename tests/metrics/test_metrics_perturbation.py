@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from _tolerance import assert_close_to_peer
 from torch import nn
 
 from lightning_saliency.methods import Run
@@ -123,8 +124,10 @@ def test_matches_rise_reference(mode, baseline):
         )
     fn = deletion_curve if mode == "del" else insertion_curve
     curve = fn(net, img, target, explanation, steps=16, baseline=baseline)
-    np.testing.assert_allclose(curve[0].numpy(), ref_curve, atol=1e-5)
-    assert curve_auc(curve).item() == pytest.approx(ref_auc, abs=1e-5)
+    # Softmax probabilities of the same images, ours in batches, the reference one at a time (forward only): measured
+    # 1 ulp of max p. 32. The AUC, a trapezoid mean of 17 points: measured 0.3 ulps. 32.
+    assert_close_to_peer(curve[0], ref_curve, ulps=32, why=f"{mode} curve vs the RISE reference")
+    assert_close_to_peer(curve_auc(curve)[0], ref_auc, ulps=32, why=f"{mode} AUC vs the RISE reference")
 
 
 def small_net() -> nn.Module:
@@ -218,8 +221,12 @@ def test_agrees_with_pytorch_grad_cam():
     ref_inc = pgc.IncreaseInConfidence()(x, cams, targets, net)  # 1[O > Y]
     with torch.no_grad():
         y = net(x).softmax(1)[torch.arange(6), t]
-    np.testing.assert_allclose((average_drop(net, x, t, maps) * y / 100).numpy(), ref_drop, atol=1e-6)
-    np.testing.assert_allclose(increase_in_confidence(net, x, t, maps).numpy(), 100 * ref_inc)
+    # max(0, Y - O) from the same forwards, through our 100 / Y and back (* Y / 100): 3 roundings; measured 0.7 ulps
+    # of the largest drop. 32.
+    drop = average_drop(net, x, t, maps) * y / 100
+    assert_close_to_peer(drop, ref_drop, ulps=32, why="drop in confidence vs pytorch-grad-cam")
+    # Indicators (0 or 100): exact.
+    assert_close_to_peer(increase_in_confidence(net, x, t, maps), 100 * ref_inc, ulps=0, why="increase indicators")
 
 
 def test_functional_equals_modular_over_several_updates():
