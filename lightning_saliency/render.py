@@ -1,7 +1,7 @@
 """Rendering saliency maps for people: denormalised inputs, colormapped heat maps, overlays and grids.
 
 Everything returns float images in [0, 1], ``[3, H, W]`` or ``[B, 3, H, W]``, ready for
-``SummaryWriter.add_image``. Pure torch (and Pillow, which torchvision already needs, for column titles).
+``SummaryWriter.add_image``. Pure torch, and Pillow for the text (titles, row labels, plot axes).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from lightning_saliency._colormaps import COLORMAPS
 
@@ -24,6 +24,7 @@ __all__ = [
     "method_grid",
     "overlay",
     "overview_grid",
+    "row_labels",
     "to_display",
 ]
 
@@ -91,6 +92,13 @@ def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, colormap: str = "t
     return ((1 - alpha) * images.float().cpu() + alpha * apply_colormap(maps, colormap)).clamp(0, 1)
 
 
+_PAD = 2
+_TITLE_HEIGHT = 14
+_LINE_HEIGHT = 11
+LABEL_WIDTH = 124
+"""Width in pixels of the label column that :func:`row_labels` texts are drawn in, left of each row."""
+
+
 def _upscale(cells: Tensor, min_size: int) -> Tensor:
     """Nearest-neighbour upscale by an integer factor so the shorter side is at least ``min_size``."""
     short = min(cells.shape[-2:])
@@ -98,44 +106,152 @@ def _upscale(cells: Tensor, min_size: int) -> Tensor:
     return cells if factor == 1 else F.interpolate(cells, scale_factor=factor, mode="nearest")
 
 
-def _grid(columns: list[Tensor], titles: list[str], min_size: int) -> Tensor:
-    """Rows = images, columns = ``columns`` (each ``[B, 3, H, W]``), with a title strip on top."""
-    b = columns[0].shape[0]
-    cells = torch.stack(columns, 1).flatten(0, 1)  # [B*n,3,H,W], row-major: image by image
-    cells = _upscale(cells, min_size)
-    grid = make_grid(cells, nrow=len(columns), padding=2, pad_value=1.0)  # [3,H',W']
-    header = _title_strip(titles, cell_width=cells.shape[-1], padding=2, width=grid.shape[-1])
-    return torch.cat([header, grid], 1) if header is not None and b else grid
+def _grid(
+    columns: list[Tensor],
+    titles: list[str],
+    min_size: int,
+    labels: Sequence[Sequence[str]] | None = None,
+    max_columns: int | None = None,
+) -> Tensor:
+    """Rows = images, columns = ``columns`` (each ``[B, 3, H, W]``), with titles; ``[3, H', W']`` in [0, 1].
+
+    With ``labels`` (lines of text per image) a label column is drawn left of each row. With ``max_columns``, a row
+    holds at most that many cells: the rest of an image's cells continue on the next line, each line with its own
+    titles, so the grid stays narrow however many methods there are.
+    """
+    b, n = columns[0].shape[0], len(columns)
+    cells = _upscale(torch.stack(columns, 1).flatten(0, 1), min_size)  # [B*n,3,h,w], image by image
+    h, w = cells.shape[-2:]
+    cells = cells.view(b, n, 3, h, w)
+    per_line = n if not max_columns else min(n, max_columns)
+    lines = -(-n // per_line)
+    left = LABEL_WIDTH if labels is not None else 0
+    width = left + _PAD + per_line * (w + _PAD)
+    line_height = (_TITLE_HEIGHT if lines > 1 else 0) + h + _PAD
+    block = lines * line_height + (2 * _PAD if lines > 1 else 0)  # one image's lines, then a wider gap
+    top = 0 if lines > 1 else _TITLE_HEIGHT + _PAD
+    canvas = torch.ones(3, top + b * block - (2 * _PAD if lines > 1 and b else 0), width)
+    if lines == 1 and b:
+        canvas[:, :_TITLE_HEIGHT, left:] = _text_strip(titles, w, width - left)
+    for i in range(b):
+        y = top + i * block
+        if labels is not None:
+            canvas[:, y : y + lines * line_height - _PAD, :left] = _label_panel(
+                labels[i], left, lines * line_height - _PAD
+            )
+        for line in range(lines):
+            chunk = slice(line * per_line, min(n, (line + 1) * per_line))
+            if lines > 1:
+                canvas[:, y : y + _TITLE_HEIGHT, left:] = _text_strip(titles[chunk], w, width - left)
+                y += _TITLE_HEIGHT
+            for j, cell in enumerate(cells[i, chunk]):
+                x = left + _PAD + j * (w + _PAD)
+                canvas[:, y : y + h, x : x + w] = cell
+            y += h + _PAD
+    return canvas
 
 
-def _title_strip(titles: list[str], cell_width: int, padding: int, width: int) -> Tensor | None:
-    """A white strip with each column's title, or ``None`` if Pillow cannot draw text here."""
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:  # pragma: no cover - Pillow comes with torchvision
-        return None
-    height = 14
-    strip = Image.new("RGB", (width, height), (255, 255, 255))
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
+    """``text`` cut (with an ellipsis) to fit ``width`` pixels."""
+    font = _font()
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…" if text else ""
+
+
+def _to_tensor(image: Image.Image) -> Tensor:
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3)
+    return data.permute(2, 0, 1).float() / 255  # [3,h,w]
+
+
+def _text_strip(titles: Sequence[str], cell_width: int, width: int) -> Tensor:
+    """A white strip ``[3, 14, width]`` with each column's title above its cell."""
+    strip = Image.new("RGB", (width, _TITLE_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
-    font = ImageFont.load_default()
     for i, title in enumerate(titles):
-        x0 = padding + i * (cell_width + padding)
-        text = title
-        while text and draw.textlength(text, font=font) > cell_width - 2:
-            text = text[:-1]
-        draw.text((x0 + 1, 1), text, fill=(0, 0, 0), font=font)
-    data = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8).view(height, width, 3)
-    return data.permute(2, 0, 1).float() / 255  # [3,h,W]
+        x0 = _PAD + i * (cell_width + _PAD)
+        draw.text((x0 + 1, 1), _fit(draw, title, cell_width - 2), fill=(0, 0, 0), font=_font())
+    return _to_tensor(strip)
 
 
-def column_grid(columns: dict[str, Tensor], *, min_size: int = 96) -> Tensor:
+def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` pixels; continuation lines are indented."""
+    lines, current = [], ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current.strip() and draw.textlength(candidate, font=_font()) > width:
+            lines.append(current)
+            current = "  " + word
+        else:
+            current = candidate
+    return [*lines, current]
+
+
+def _label_panel(lines: Sequence[str], width: int, height: int) -> Tensor:
+    """A white panel ``[3, height, width]`` with ``lines`` of text, long ones wrapped at spaces."""
+    panel = Image.new("RGB", (width, max(height, 1)), (255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    wrapped = [part for line in lines for part in _wrap(draw, line, width - 6)]
+    for k, line in enumerate(wrapped[: max(1, (height - 2) // _LINE_HEIGHT)]):
+        draw.text((3, 2 + _LINE_HEIGHT * k), _fit(draw, line, width - 6), fill=(0, 0, 0), font=_font())
+    return _to_tensor(panel)
+
+
+def row_labels(
+    predicted: Tensor,
+    confidence: Tensor,
+    *,
+    labels: Tensor | None = None,
+    explained: Tensor | None = None,
+    indices: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[list[str]]:
+    """The text left of each grid row: probe position and dataset index, true class, prediction and its probability.
+
+    A last line names the class the maps explain when it is not the predicted one (e.g. ``targets="label"`` on a
+    misclassified image).
+
+    Example:
+        >>> row_labels(torch.tensor([2]), torch.tensor([0.93]), labels=torch.tensor([1]), class_names=["a", "b", "c"])
+        [['#0', 'true: b', 'pred: c (0.93)']]
+    """
+
+    def name(c: int) -> str:
+        return class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+
+    rows = []
+    for i in range(predicted.shape[0]):
+        pred = int(predicted[i])
+        lines = [f"#{i}" + (f" (index {indices[i]})" if indices is not None else "")]
+        if labels is not None:
+            lines.append(f"true: {name(int(labels[i]))}")
+        lines.append(f"pred: {name(pred)} ({float(confidence[i]):.2f})")
+        if explained is not None and int(explained[i]) != pred:
+            lines.append(f"map of: {name(int(explained[i]))}")
+        rows.append(lines)
+    return rows
+
+
+def column_grid(
+    columns: dict[str, Tensor],
+    *,
+    min_size: int = 96,
+    labels: Sequence[Sequence[str]] | None = None,
+    max_columns: int | None = None,
+) -> Tensor:
     """One row per image, one titled column per entry of ``columns`` (each ``[B, 3, H, W]`` in [0, 1]).
 
     Example:
         >>> column_grid({"a": torch.rand(2, 3, 8, 8), "b": torch.rand(2, 3, 8, 8)}, min_size=8).shape
         torch.Size([3, 36, 22])
     """
-    return _grid([c.float().cpu() for c in columns.values()], list(columns), min_size)
+    return _grid([c.float().cpu() for c in columns.values()], list(columns), min_size, labels, max_columns)
 
 
 def overview_grid(
@@ -145,6 +261,8 @@ def overview_grid(
     alpha: float = 0.5,
     colormap: str = "turbo",
     min_size: int = 96,
+    labels: Sequence[Sequence[str]] | None = None,
+    max_columns: int | None = None,
 ) -> Tensor:
     """One row per image: the input, then each method's overlay. ``[3, H', W']`` in [0, 1].
 
@@ -154,21 +272,29 @@ def overview_grid(
         alpha: Heat-map opacity.
         colormap: A name in :data:`COLORMAPS`.
         min_size: Cells are upscaled (nearest, integer factor) until their shorter side is at least this.
+        labels: Lines of text per image (:func:`row_labels`), drawn in a column left of each row.
+        max_columns: At most this many cells per line; an image's further cells continue on the next line.
 
     Example:
         >>> overview_grid(torch.rand(2, 3, 8, 8), {"gradcam": torch.rand(2, 1, 8, 8)}, min_size=8).shape
         torch.Size([3, 36, 22])
     """
     columns = [images.float().cpu(), *(overlay(images, m, alpha, colormap) for m in maps.values())]
-    return _grid(columns, ["input", *maps], min_size)
+    return _grid(columns, ["input", *maps], min_size, labels, max_columns)
 
 
 def method_grid(
-    images: Tensor, maps: Tensor, *, alpha: float = 0.5, colormap: str = "turbo", min_size: int = 96
+    images: Tensor,
+    maps: Tensor,
+    *,
+    alpha: float = 0.5,
+    colormap: str = "turbo",
+    min_size: int = 96,
+    labels: Sequence[Sequence[str]] | None = None,
 ) -> Tensor:
     """One row per image: the input, the heat map alone, and the overlay. ``[3, H', W']`` in [0, 1]."""
     columns = [images.float().cpu(), apply_colormap(maps, colormap), overlay(images, maps, alpha, colormap)]
-    return _grid(columns, ["input", "heat", "overlay"], min_size)
+    return _grid(columns, ["input", "heat", "overlay"], min_size, labels)
 
 
 def filmstrip_grid(
@@ -179,6 +305,8 @@ def filmstrip_grid(
     alpha: float = 0.5,
     colormap: str = "turbo",
     min_size: int = 96,
+    labels: Sequence[Sequence[str]] | None = None,
+    max_columns: int | None = None,
 ) -> Tensor:
     """One row per image: its overlay at each logged epoch, oldest first. ``[3, H', W']`` in [0, 1].
 
@@ -189,6 +317,8 @@ def filmstrip_grid(
         alpha: Heat-map opacity.
         colormap: A name in :data:`COLORMAPS`.
         min_size: Cells are upscaled until their shorter side is at least this.
+        labels: Lines of text per image, drawn left of each row.
+        max_columns: At most this many epochs per line.
 
     Example:
         >>> maps = [torch.rand(2, 1, 4, 4)] * 3
@@ -202,34 +332,53 @@ def filmstrip_grid(
         )
         for m in maps_over_time
     ]
-    return _grid(columns, list(titles), min_size)
+    return _grid(columns, list(titles), min_size, labels, max_columns)
 
 
-def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 300, height: int = 190) -> Tensor:
-    """A small line plot of one curve per method over x in [0, 1] and y in [0, 1]. ``[3, height, width]``.
+def curve_plot(
+    curves: dict[str, Tensor],
+    title: str,
+    *,
+    x_label: str = "fraction of pixels",
+    y_label: str = "probability",
+    width: int = 300,
+    height: int = 190,
+) -> Tensor:
+    """A line plot of one curve per method over x in [0, 1] and y in [0, 1]. ``[3, height + legend, width]``.
 
-    Used for the mean deletion/insertion curves (x: fraction of pixels deleted/inserted, y: target
-    probability). Colours are spread over the turbo colormap in the order of ``curves``; a legend is drawn.
+    Used for the mean deletion/insertion curves (x: fraction of pixels deleted/inserted, y: target probability).
+    Colours are spread over the turbo colormap in the order of ``curves``; the legend sits below the plot, in as
+    many rows as the methods need, so it stays readable with many methods.
 
     Example:
         >>> curve_plot({"gradcam": torch.linspace(1, 0, 5)}, "deletion").shape
-        torch.Size([3, 190, 300])
+        torch.Size([3, 206, 300])
     """
-    from PIL import Image, ImageDraw, ImageFont
-
-    img = Image.new("RGB", (width, height), (255, 255, 255))
+    per_row = 3
+    legend_rows = -(-max(len(curves), 1) // per_row)
+    total = height + legend_rows * (_LINE_HEIGHT + 2) + 3
+    img = Image.new("RGB", (width, total), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    left, top, right, bottom = 28, 16, width - 96, height - 18  # the legend sits right of the plot
+    font = _font()
+    left, top, right, bottom = 40, 16, width - 8, height - 28
     draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
     draw.text((left, 2), title, fill=(0, 0, 0), font=font)
     for y_val in (0.0, 0.5, 1.0):
         y = bottom - y_val * (bottom - top)
-        draw.text((4, y - 6), f"{y_val:.1f}", fill=(90, 90, 90), font=font)
+        draw.text((18, y - 6), f"{y_val:.1f}", fill=(90, 90, 90), font=font)
     draw.text((left, bottom + 3), "0", fill=(90, 90, 90), font=font)
     draw.text((right - 6, bottom + 3), "1", fill=(90, 90, 90), font=font)
+    draw.text(
+        ((left + right) // 2 - draw.textlength(x_label, font=font) // 2, bottom + 3), x_label, fill=(0, 0, 0), font=font
+    )
+    axis = Image.new("RGB", (bottom - top, 12), (255, 255, 255))  # the y label, written sideways
+    ImageDraw.Draw(axis).text(
+        (max(0, (bottom - top - int(draw.textlength(y_label, font=font))) // 2), 0), y_label, fill=(0, 0, 0), font=font
+    )
+    img.paste(axis.rotate(90, expand=True), (2, top))
     lut = _lut("turbo")
     n = max(len(curves), 1)
+    column = (width - 8) // per_row
     for i, (label, curve) in enumerate(curves.items()):
         colour = tuple(int(c * 255) for c in lut[round(30 + (200 * i) / max(n - 1, 1))].tolist())
         values = torch.nan_to_num(curve.detach().float().cpu().flatten(), nan=0.0).clamp(0, 1).tolist()
@@ -237,6 +386,7 @@ def curve_plot(curves: dict[str, Tensor], title: str, *, width: int = 300, heigh
         points = [(left + (right - left) * j / k, bottom - (bottom - top) * v) for j, v in enumerate(values)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
-        draw.text((right + 6, top + 3 + 11 * i), label[:14], fill=colour, font=font)
-    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(height, width, 3)
-    return data.permute(2, 0, 1).float() / 255
+        x0, y0 = 6 + column * (i % per_row), height + 2 + (_LINE_HEIGHT + 2) * (i // per_row)
+        draw.line((x0, y0 + 6, x0 + 12, y0 + 6), fill=colour, width=3)
+        draw.text((x0 + 16, y0), _fit(draw, label, column - 20), fill=(0, 0, 0), font=font)
+    return _to_tensor(img)

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from lightning_saliency import Probe, SaliencyMonitor, SaliencyWarning
 from lightning_saliency.methods import GradCAM
+from lightning_saliency.render import LABEL_WIDTH
 
 ALL_GRADIENT_FAMILY = ["gradient", "gradient_x_input", "smoothgrad", "gradcam", "gradcam++"]
 
@@ -35,8 +36,9 @@ def test_fit_logs_grids_and_timings_every_epoch(tmp_path):
     for tag in ["saliency/overview", "saliency/gradient", "saliency/gradcam", "saliency/gradcam++"]:
         assert len(events["images"][tag]) == 2, tag  # one per validation epoch
     overview = events["images"]["saliency/overview"][-1]
-    # 4 probe rows and 4 columns (input + 3 methods) of 16x16 cells upscaled to >= 96 px, plus a title strip.
-    assert overview.width == 4 * 96 + 5 * 2
+    # 4 probe rows and 4 columns (input + 3 methods) of 16x16 cells upscaled to >= 96 px, plus a title strip and
+    # the row labels' column.
+    assert overview.width == LABEL_WIDTH + 4 * 96 + 5 * 2
     assert overview.height == 14 + 4 * 96 + 5 * 2
     assert [e.step for e in events["images"]["saliency/overview"]] == [tr.global_step // 2, tr.global_step]
     assert {"saliency/time/gradient_pass", "saliency/time/total"} <= set(events["scalars"])
@@ -100,7 +102,7 @@ def test_one_channel_non_square_inputs(tmp_path):
     assert monitor.last_maps["gradcam"].shape == (2, 1, 20, 12)
     image = read_events(tmp_path)["images"]["saliency/gradcam"][0]
     # rows of 20x12 cells upscaled x8 (shorter side 12 -> 96): 3 columns of 96 px, 2 rows of 160 px
-    assert (image.width, image.height) == (3 * 96 + 4 * 2, 14 + 2 * 160 + 3 * 2)
+    assert (image.width, image.height) == (LABEL_WIDTH + 3 * 96 + 4 * 2, 14 + 2 * 160 + 3 * 2)
 
 
 def test_without_tensorboard_warns_once_and_logs_timings_to_other_loggers(tmp_path):
@@ -234,7 +236,7 @@ def test_filmstrip_shows_the_last_history_size_epochs(tmp_path):
     strips = read_events(tmp_path)["images"]["saliency/filmstrip/gradcam"]
     assert len(strips) == 3
     # columns: 1, 2, then 2 again (bounded by history_size); 16 px cells upscaled x6 to 96 px
-    assert [s.width for s in strips] == [1 * 96 + 2 * 2, 2 * 96 + 3 * 2, 2 * 96 + 3 * 2]
+    assert [s.width - LABEL_WIDTH for s in strips] == [1 * 96 + 2 * 2, 2 * 96 + 3 * 2, 2 * 96 + 3 * 2]
     assert [epoch for epoch, _ in monitor.history["gradcam"]] == [1, 2]
     assert torch.allclose(monitor.history["gradcam"][-1][1], monitor.last_maps["gradcam"])
 
@@ -364,7 +366,7 @@ def test_resume_from_checkpoint_continues_probe_and_history(tmp_path):
     events = read_events(tmp_path / "b")
     assert len(events["scalars"]["saliency/gradcam/map_stability"]) == 1  # epoch 2 against the restored epoch 1
     strip = events["images"]["saliency/filmstrip/gradcam"][0]
-    assert strip.width == 3 * 96 + 4 * 2  # three epochs in the resumed run's first filmstrip
+    assert strip.width == LABEL_WIDTH + 3 * 96 + 4 * 2  # three epochs in the resumed run's first filmstrip
     overview_a = read_events(tmp_path / "a")["images"]["saliency/overview"][0].encoded_image_string
     overview_b = events["images"]["saliency/overview"][0].encoded_image_string
     assert overview_a != overview_b  # different maps (trained further) ...
@@ -559,3 +561,35 @@ def test_every_score_name_the_monitor_accepts_is_computed(tmp_path):
     trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
     # map_stability needs a previous epoch; every other score must have a value (no name silently ignored)
     assert set(monitor.last_scores["gradient"]) == set(SCORES) - {"map_stability"}
+
+
+class NamedClasses(torch.utils.data.TensorDataset):
+    classes = ("ant", "bee", "cat", "dog")  # as torchvision's ImageFolder
+
+
+def test_grid_rows_are_labelled_with_class_names_from_the_argument_the_dataset_or_indices(tmp_path):
+    train, _ = loaders()
+    data = make_data(8, seed=1)
+    named = DataLoader(NamedClasses(*data.tensors), batch_size=8)
+    found = {}
+    for kind, loader, names in [
+        ("dataset", named, None),
+        ("argument", named, ["A", "B", "C", "D"]),
+        ("indices", DataLoader(data, batch_size=8), None),
+    ]:
+        monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, scores=(), class_names=names)
+        trainer(tmp_path / kind, [monitor], max_epochs=1).fit(TinyClassifier(), train, loader)
+        found[kind] = monitor.last_row_labels
+    probe_labels = [int(data.tensors[1][i]) for i in range(2)]
+    for kind, names in (("dataset", NamedClasses.classes), ("argument", "ABCD"), ("indices", "0123")):
+        rows = found[kind]
+        assert len(rows) == 2
+        for row, label in zip(rows, probe_labels, strict=True):
+            assert row[0].startswith("#")
+            assert row[1] == f"true: {names[label]}", kind
+            assert row[2].startswith("pred: ")
+            assert row[2].split(" ")[1] in names, kind
+    with pytest.raises(TypeError, match="class_names must be a sequence of strings"):
+        SaliencyMonitor(class_names="abc")
+    with pytest.raises(ValueError, match="grid_columns must be an int >= 1, got 0"):
+        SaliencyMonitor(grid_columns=0)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_saliency.render import COLORMAPS, apply_colormap, method_grid, overlay, overview_grid, to_display
+from lightning_saliency.render import (
+    COLORMAPS,
+    LABEL_WIDTH,
+    apply_colormap,
+    curve_plot,
+    method_grid,
+    overlay,
+    overview_grid,
+    row_labels,
+    to_display,
+)
 
 
 def test_to_display_denormalises_with_mean_and_std():
@@ -77,3 +87,49 @@ def test_column_titles_are_drawn():
     strip = grid[:, :14]
     assert (strip < 0.5).any(), "some dark title text on the white strip"
     assert (strip[:, :, 2 + 40 + 2 :] < 0.5).any(), "the second column has a title too"
+
+
+def test_wide_grids_wrap_each_image_onto_lines_of_at_most_max_columns_cells():
+    images = torch.rand(2, 3, 10, 10)
+    maps = {f"m{i}": torch.rand(2, 1, 10, 10) for i in range(6)}  # 7 columns with the input
+    labels = [["#0", "true: a"], ["#1", "true: b"]]
+    grid = overview_grid(images, maps, min_size=10, labels=labels, max_columns=3)
+    # 3 cells per line, 3 lines per image (3 + 3 + 1), each line with its own title strip; a wider gap between images
+    line = 14 + 10 + 2
+    assert grid.shape == (3, 2 * 3 * line + 2 * 2, LABEL_WIDTH + 2 + 3 * (10 + 2))
+    first_cell = grid[:, 14 : 14 + 10, LABEL_WIDTH + 2 : LABEL_WIDTH + 12]
+    assert torch.allclose(first_cell, images[0])  # line 1 of image 0 starts with its input
+    second_image = 3 * line + 2 * 2
+    cell = grid[:, second_image + 14 : second_image + 24, LABEL_WIDTH + 2 : LABEL_WIDTH + 12]
+    assert torch.allclose(cell, images[1])
+    last_line = 2 * line  # image 0, line 3: only m5, the rest of the line is white
+    assert torch.equal(grid[:, last_line + 14 : last_line + 24, LABEL_WIDTH + 14 :], torch.ones(3, 10, 2 * 12))
+    assert (grid[:, : 3 * line, :LABEL_WIDTH] < 0.5).any(), "the label text of image 0"
+    unwrapped = overview_grid(images, maps, min_size=10, labels=labels)
+    assert unwrapped.shape == (3, 14 + 2 + 2 * 12, LABEL_WIDTH + 2 + 7 * 12)
+
+
+def test_row_labels_name_position_index_true_and_predicted_class_and_what_the_map_explains():
+    rows = row_labels(
+        torch.tensor([2, 0]),
+        torch.tensor([0.931, 0.5]),
+        labels=torch.tensor([2, 1]),
+        explained=torch.tensor([2, 1]),
+        indices=[10, 40],
+        class_names=["disc", "square", "cross"],
+    )
+    assert rows == [
+        ["#0 (index 10)", "true: cross", "pred: cross (0.93)"],
+        ["#1 (index 40)", "true: square", "pred: disc (0.50)", "map of: square"],
+    ]
+    assert row_labels(torch.tensor([7]), torch.tensor([1.0]), class_names=["a"]) == [["#0", "pred: 7 (1.00)"]]
+
+
+def test_curve_plot_legend_grows_below_the_plot_with_the_methods():
+    one = curve_plot({"a": torch.linspace(1, 0, 5)}, "deletion")
+    many = curve_plot({f"method_{i}": torch.linspace(1, 0, 5) for i in range(14)}, "deletion")
+    assert one.shape[2] == many.shape[2] == 300
+    assert many.shape[1] - one.shape[1] == 4 * 13  # 5 legend rows of 3 entries instead of 1
+    legend = many[:, 190:]
+    assert (legend < 0.5).any(), "legend text"
+    assert not torch.allclose(many[:, :190], torch.ones(3, 190, 300)), "axes and lines are drawn"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import sys
@@ -53,6 +54,7 @@ from lightning_saliency.render import (
     filmstrip_grid,
     method_grid,
     overview_grid,
+    row_labels,
     to_display,
 )
 
@@ -77,6 +79,7 @@ _EXPENSIVE = ("model_randomisation", "saliency_attack", "road", "infidelity", "s
 # forwards per rank (Score-CAM skips dead channels, attacks stop early), which would deadlock them.
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 _STATE_VERSION = 2
+_X_LABELS = {"deletion": "fraction of pixels deleted", "insertion": "fraction of pixels inserted"}
 # Scores computed together by one `evaluate_scores` call (they share forwards); timed as one entry.
 _SCORE_GROUPS = (("deletion",), ("insertion",), ("average_drop", "increase_in_confidence"))
 
@@ -179,6 +182,12 @@ class SaliencyMonitor(EpochEndMonitor):
         output_adapter: Turns the model's output into logits ``[B, num_classes]`` if it is not a tensor, a
             tuple starting with one, a dict with ``"logits"`` or an object with ``.logits``.
         log_prefix: Tag prefix in TensorBoard.
+        class_names: Names of the classes, for the row labels of the grids (true class, prediction and its
+            probability); by default the ``classes`` attribute of the validation dataset or the datamodule (as
+            torchvision's ``ImageFolder`` has), else the class indices.
+        grid_columns: At most this many cells per line in the grids (default 4: the input and three methods);
+            with more methods each image's row continues on the next line, so the grids stay readable at
+            TensorBoard's default card size. ``None`` for one line per image however wide.
 
     Raises:
         ValueError: If an argument is out of range or names an unknown method.
@@ -215,6 +224,8 @@ class SaliencyMonitor(EpochEndMonitor):
         history_size: int = 8,
         output_adapter: OutputAdapter | None = None,
         log_prefix: str = "saliency",
+        class_names: Sequence[str] | None = None,
+        grid_columns: int | None = 4,
     ) -> None:
         super().__init__(every_n_epochs, log_prefix)
         self.methods = _build_methods(methods, target_layer)
@@ -246,6 +257,9 @@ class SaliencyMonitor(EpochEndMonitor):
         if output_adapter is not None and not callable(output_adapter):
             raise TypeError(f"output_adapter must be callable (output -> logits), got {output_adapter!r}.")
         self.colormap, self.alpha = colormap, float(alpha)
+        self.class_names = _check_class_names(class_names)
+        self._class_names: list[str] | None = self.class_names  # or the data's `classes`, found in setup
+        self.grid_columns = None if grid_columns is None else int_at_least(grid_columns, 1, "grid_columns")
         self.output_adapter = output_adapter
         self._probe_spec = _check_probe_spec(probe)
         self._restored_indices: list[int] | None = None  # the probe of a resumed checkpoint (when probe=None)
@@ -258,6 +272,8 @@ class SaliencyMonitor(EpochEndMonitor):
         self._notes: set[str] = set()
         self._errors: set[str] = set()
         self._first_scores: dict[str, dict[str, float]] = {}
+        self.last_row_labels: list[list[str]] = []
+        """The text left of each grid row at the last logged epoch (probe position, true and predicted class)."""
         self.alarm_log: list[str] = []
         """Messages of the alarms that fired on rank 0, oldest first (at most 100 kept)."""
         self._layouts_written: set[int] = set()
@@ -371,7 +387,10 @@ class SaliencyMonitor(EpochEndMonitor):
         result = _Result()
         with preserved_rng([device]), gradients_enabled():
             inputs = probe.inputs.to(device)  # a normal tensor: created outside inference mode
-            targets = self._resolve_targets(pl_module, inputs, probe, run)
+            targets, logits = self._resolve_targets(pl_module, inputs, probe, run)
+            probabilities = logits.float().softmax(1)  # [B,N]
+            result.confidence, result.predicted = (t.cpu() for t in probabilities.max(1))
+            result.targets = targets.cpu()
             self._maps(pl_module, inputs, targets, run, result, failures, progress)
             if with_scores:
                 self._scores(pl_module, inputs, targets, probe, run, expensive, result, failures, progress)
@@ -516,8 +535,8 @@ class SaliencyMonitor(EpochEndMonitor):
             self._notes.add(message)
             rank_zero_info(message)
 
-    def _resolve_targets(self, model: nn.Module, inputs: Tensor, probe: Probe, run: Run) -> Tensor:
-        """The class each image's maps explain, ``[B]``.
+    def _resolve_targets(self, model: nn.Module, inputs: Tensor, probe: Probe, run: Run) -> tuple[Tensor, Tensor]:
+        """The class each image's maps explain, ``[B]``, and the model's logits ``[B, N]``.
 
         One forward first reads the model's output as logits and checks the targets against it: a setup error (an
         output that is not logits, a class out of range) is then the epoch's, reported once, not once per method.
@@ -538,7 +557,7 @@ class SaliencyMonitor(EpochEndMonitor):
         else:
             targets = logits.float().argmax(1)
         check_targets(targets, logits)
-        return targets
+        return targets, logits
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Every rank takes the same probe, computes its share, and joins the same collectives in the same order
@@ -669,6 +688,9 @@ class SaliencyMonitor(EpochEndMonitor):
             return out
         maps = gather_rows(trainer, torch.stack([result.maps[label] for label in labels], 1), size)  # [B,M,1,H,W]
         out.maps = {label: maps[:, i].clone() for i, label in enumerate(labels)}
+        classes = gather_rows(trainer, torch.stack([result.predicted, result.targets], 1), size)  # [B,2]
+        out.predicted, out.targets = classes[:, 0], classes[:, 1]
+        out.confidence = gather_rows(trainer, result.confidence, size)  # [B]
         if names:
             nan = torch.full((len(next(iter(result.maps.values()))),), float("nan"))
             packed = torch.stack(
@@ -691,12 +713,26 @@ class SaliencyMonitor(EpochEndMonitor):
         self.last_maps = maps
         images = to_display(probe.inputs, self.mean, self.std)  # [B,3,H,W]
         prefix = self._prefix(stage)
-        draw = {"alpha": self.alpha, "colormap": self.colormap, "min_size": self.min_display_size}
-        grids = {f"{prefix}/overview": overview_grid(images, maps, **draw)}  # type: ignore[arg-type]
+        self.last_row_labels = rows = row_labels(
+            result.predicted,
+            result.confidence,
+            labels=probe.labels,
+            explained=result.targets,
+            indices=probe.indices,
+            class_names=self._class_names,
+        )
+        draw: dict[str, Any] = {
+            "alpha": self.alpha,
+            "colormap": self.colormap,
+            "min_size": self.min_display_size,
+            "labels": rows,
+        }
+        wrap: dict[str, Any] = {"max_columns": self.grid_columns}
+        grids = {f"{prefix}/overview": overview_grid(images, maps, **draw, **wrap)}
         for label, m in maps.items():
-            grids[f"{prefix}/{label}"] = method_grid(images, m, **draw)  # type: ignore[arg-type]
+            grids[f"{prefix}/{label}"] = method_grid(images, m, **draw)
         if self.localisation:
-            grids[f"{prefix}/localisation"] = self._localisation_grid(images, maps, probe)
+            grids[f"{prefix}/localisation"] = self._localisation_grid(images, maps, probe, rows)
         if stage == "validate":
             small = {label: _shrink(m) for label, m in maps.items()}  # what the history keeps
             if "map_stability" in self.scores:
@@ -705,14 +741,19 @@ class SaliencyMonitor(EpochEndMonitor):
             self._remember(trainer.current_epoch, small)
             for label, entries in self.history.items():
                 titles = [f"ep {epoch}" for epoch, _ in entries]
-                strip = filmstrip_grid(images, [m for _, m in entries], titles, **draw)  # type: ignore[arg-type]
+                strip = filmstrip_grid(images, [m for _, m in entries], titles, **draw, **wrap)
                 grids[f"{prefix}/filmstrip/{label}"] = strip
         if result.curves:
             mean_curves = {
                 mode: {lb: c.mean(0) for lb, c in by_label.items()} for mode, by_label in result.curves.items()
             }
-            panels = [curve_plot(c, f"{mode} (mean over probe)") for mode, c in mean_curves.items()]
-            grids[f"{prefix}/curves"] = torch.cat(panels, dim=2)
+            panels = [
+                curve_plot(c, f"{mode} (mean over probe)", x_label=_X_LABELS[mode]) for mode, c in mean_curves.items()
+            ]
+            height = max(p.shape[1] for p in panels)  # legends of different lengths when a curve failed
+            grids[f"{prefix}/curves"] = torch.cat(
+                [F.pad(p, (0, 0, 0, height - p.shape[1]), value=1.0) for p in panels], 2
+            )
         self.last_scores = {
             label: {name: float(v.nanmean()) for name, v in values.items() if not bool(v.isnan().all())}
             for label, values in result.scores.items()
@@ -762,14 +803,16 @@ class SaliencyMonitor(EpochEndMonitor):
         for logger in self._tensorboard_loggers(trainer):
             logger.experiment.add_text(f"{self.log_prefix}/summary", "\n".join(rows), global_step=trainer.global_step)
 
-    def _localisation_grid(self, images: Tensor, maps: dict[str, Tensor], probe: Probe) -> Tensor:
+    def _localisation_grid(
+        self, images: Tensor, maps: dict[str, Tensor], probe: Probe, rows: list[list[str]]
+    ) -> Tensor:
         columns = {"input": images}
         for label, m in maps.items():
             predicted = saliency_to_box(m, "otsu")  # [B,4]
             columns[label] = draw_localisation(
                 images, m, predicted, probe.boxes, probe.masks, alpha=self.alpha, colormap=self.colormap
             )
-        return column_grid(columns, min_size=self.min_display_size)
+        return column_grid(columns, min_size=self.min_display_size, labels=rows, max_columns=self.grid_columns)
 
     def _log(self, trainer: pl.Trainer, grids: dict[str, Tensor], scalars: dict[str, float], prefix: str) -> None:
         step = trainer.global_step
@@ -825,6 +868,8 @@ class SaliencyMonitor(EpochEndMonitor):
             if loader is None:
                 raise ValueError(f"SaliencyMonitor needs {stage} data to take its probe from, or `probe=`.")
             dataset = getattr(loader, "dataset", None)
+            if self.class_names is None:
+                self._class_names = _data_class_names(trainer, dataset)
             with torch.inference_mode(False):
                 if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
                     probe = probe_from_dataset(dataset, self.num_samples, spec)
@@ -888,6 +933,23 @@ def _check_probe_spec(probe: ProbeSpec) -> Probe | list[int] | None:
     )
 
 
+def _check_class_names(class_names: Sequence[str] | None) -> list[str] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
+        raise TypeError(f"class_names must be a sequence of strings (one per class), got {class_names!r}.")
+    return list(class_names)
+
+
+def _data_class_names(trainer: pl.Trainer, dataset: Any) -> list[str] | None:
+    """The ``classes`` of the dataset or the datamodule (a sequence of names), if either has one."""
+    for owner in (dataset, getattr(trainer, "datamodule", None)):
+        classes = getattr(owner, "classes", None)
+        if isinstance(classes, Sequence) and not isinstance(classes, str) and all(isinstance(c, str) for c in classes):
+            return list(classes)
+    return None
+
+
 def _describe_probe(config: dict[str, Any]) -> str:
     """``num_samples=4``, ``probe=[0, 3, 5]`` or ``probe=<tensor [4, 3, 16, 16], sum 12.5>``."""
     if "num_samples" in config:
@@ -945,6 +1007,9 @@ class _Result:
     scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # label -> score -> [B] per image
     curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # "deletion" -> label -> [B, steps+1]
     times: dict[str, float] = field(default_factory=dict)  # this rank's seconds
+    predicted: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] the top class
+    confidence: Tensor = field(default_factory=lambda: torch.zeros(0))  # [B] its softmax probability
+    targets: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] what the maps explain
 
 
 _Key = tuple[str, str, str | None]
@@ -1001,7 +1066,8 @@ def _drop_failed(result: _Result, failed: dict[_Key, Any]) -> _Result:
     """``result`` without what failed on any rank, so every rank gathers the same methods and scores."""
     lost = {label for kind, label, _ in failed if kind == "method"}
     gone = {(label, name) for kind, label, name in failed if kind == "score"}
-    return _Result(
+    return dataclasses.replace(
+        result,
         maps={lb: m for lb, m in result.maps.items() if lb not in lost},
         scores={
             lb: {n: v for n, v in values.items() if (lb, n) not in gone}
@@ -1012,5 +1078,4 @@ def _drop_failed(result: _Result, failed: dict[_Key, Any]) -> _Result:
             mode: {lb: c for lb, c in by_label.items() if lb not in lost and (lb, mode) not in gone}
             for mode, by_label in result.curves.items()
         },
-        times=result.times,
     )

@@ -63,10 +63,13 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             True,
         ),
         "average_drop": ScoreInfo(
-            "Average Drop %: relative fall of the target probability on input * map.", False, "average_drop", True
+            "Average Drop: relative fall of the target probability on input * map, in [0, 1].",
+            False,
+            "average_drop",
+            True,
         ),
         "increase_in_confidence": ScoreInfo(
-            "Increase in Confidence %: images whose target probability rises on input * map.",
+            "Increase in Confidence: the share of images whose target probability rises on input * map, in [0, 1].",
             True,
             "increase_in_confidence",
             True,

@@ -130,7 +130,7 @@ class _ConfidenceScore(_MeanScore):
 
 
 class AverageDrop(_ConfidenceScore):
-    """Average Drop % (Chattopadhyay et al. 2018): ``100 * mean(max(0, Y - O) / Y)``, lower is better.
+    """Average Drop (Chattopadhyay et al. 2018): ``mean(max(0, Y - O) / Y)`` in [0, 1], lower is better.
 
     See :func:`~lightning_saliency.metrics.functional.average_drop`.
 
@@ -154,7 +154,7 @@ class AverageDrop(_ConfidenceScore):
 
 
 class IncreaseInConfidence(_ConfidenceScore):
-    """Increase in Confidence % (Chattopadhyay et al. 2018): ``100 * mean(1[Y < O])``, higher is better.
+    """Increase in Confidence (Chattopadhyay et al. 2018): ``mean(1[Y < O])`` in [0, 1], higher is better.
 
     See :func:`~lightning_saliency.metrics.functional.increase_in_confidence`.
 

@@ -198,11 +198,11 @@ def test_average_drop_and_increase_analytic(region_model):
     maps = torch.tensor([[[1.0, 0.5], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])[:, None]
     y, o = sig(8), sig(4 * 1.5)
     torch.testing.assert_close(
-        average_drop(region_model, x, TARGET.repeat(2), maps), torch.tensor([100 * (y - o) / y, 0.0])
+        average_drop(region_model, x, TARGET.repeat(2), maps), torch.tensor([(y - o) / y, 0.0])
     )
     # class 1 has P = 1 - sigmoid(s): masking raises it.
     torch.testing.assert_close(
-        increase_in_confidence(region_model, x, torch.tensor([1, 1]), maps), torch.tensor([100.0, 0])
+        increase_in_confidence(region_model, x, torch.tensor([1, 1]), maps), torch.tensor([1.0, 0])
     )
     torch.testing.assert_close(average_drop(region_model, x, torch.tensor([1, 1]), maps), torch.tensor([0.0, 0]))
 
@@ -217,16 +217,16 @@ def test_agrees_with_pytorch_grad_cam():
     maps[0] = 1.0
     targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in t]
     cams = maps[:, 0].numpy()
-    ref_drop = pgc.DropInConfidence()(x, cams, targets, net)  # max(0, Y - O), no division, no 100
+    ref_drop = pgc.DropInConfidence()(x, cams, targets, net)  # max(0, Y - O), no division by Y
     ref_inc = pgc.IncreaseInConfidence()(x, cams, targets, net)  # 1[O > Y]
     with torch.no_grad():
         y = net(x).softmax(1)[torch.arange(6), t]
-    # max(0, Y - O) from the same forwards, through our 100 / Y and back (* Y / 100): 3 roundings; measured 0.7 ulps
-    # of the largest drop. 32.
-    drop = average_drop(net, x, t, maps) * y / 100
+    # max(0, Y - O) from the same forwards, through our / Y and back (* Y): 2 roundings; measured under 1 ulp of
+    # the largest drop. 32.
+    drop = average_drop(net, x, t, maps) * y
     assert_close_to_peer(drop, ref_drop, ulps=32, why="drop in confidence vs pytorch-grad-cam")
-    # Indicators (0 or 100): exact.
-    assert_close_to_peer(increase_in_confidence(net, x, t, maps), 100 * ref_inc, ulps=0, why="increase indicators")
+    # Indicators (0 or 1): exact, and equal to pgc's without any factor.
+    assert_close_to_peer(increase_in_confidence(net, x, t, maps), ref_inc, ulps=0, why="increase indicators")
 
 
 def test_functional_equals_modular_over_several_updates():

@@ -229,13 +229,13 @@ def _confidences(
 
 
 def _average_drop_per_image(y: Tensor, o: Tensor) -> Tensor:
-    """``100 * max(0, Y - O) / Y`` per image (``Y`` floored at 1e-12 so it is never NaN)."""
-    return 100.0 * (y - o).clamp_min(0) / y.clamp_min(1e-12)
+    """``max(0, Y - O) / Y`` per image, a fraction in [0, 1] (``Y`` floored at 1e-12 so it is never NaN)."""
+    return (y - o).clamp_min(0) / y.clamp_min(1e-12)
 
 
 def _increase_per_image(y: Tensor, o: Tensor) -> Tensor:
-    """``100 * 1[Y < O]`` per image."""
-    return 100.0 * (y < o).float()
+    """``1[Y < O]`` per image: 0 or 1."""
+    return (y < o).float()
 
 
 def average_drop(
@@ -247,13 +247,14 @@ def average_drop(
     batch_size: int = 64,
     run: Run | None = None,
 ) -> Tensor:
-    """Average Drop % per image (Chattopadhyay et al. 2018, Grad-CAM++; as used by Score-CAM).
+    """Average Drop per image (Chattopadhyay et al. 2018, Grad-CAM++; as used by Score-CAM), a fraction in [0, 1].
 
-    ``100 * max(0, Y - O) / Y``, with ``Y`` the softmax probability of the target on the input and ``O`` on the
+    ``max(0, Y - O) / Y``, with ``Y`` the softmax probability of the target on the input and ``O`` on the
     "explanation map" ``inputs * map`` (map in [0, 1] broadcast over channels). The paper's score is the mean over
     images (``average_drop(...).mean()``, or :class:`~lightning_saliency.metrics.AverageDrop`); lower is better.
-    pytorch-grad-cam's ``DropInConfidence`` (with a softmax target) is ``max(0, Y - O)`` without the division
-    by ``Y`` and the factor 100.
+    The paper reports it in percent (``100 *`` this); every score of this package is in [0, 1].
+    pytorch-grad-cam's ``DropInConfidence`` (with a softmax target) is ``max(0, Y - O)``, without the division
+    by ``Y``.
 
     Args:
         model: Classifier returning logits.
@@ -264,7 +265,7 @@ def average_drop(
         run: Precision and output adapter.
 
     Returns:
-        ``[B]`` float32 drops in percent, in [0, 100].
+        ``[B]`` float32 relative drops, in [0, 1].
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
@@ -284,10 +285,10 @@ def increase_in_confidence(
     batch_size: int = 64,
     run: Run | None = None,
 ) -> Tensor:
-    """Increase in Confidence % per image (Chattopadhyay et al. 2018): ``100 * 1[Y < O]``.
+    """Increase in Confidence per image (Chattopadhyay et al. 2018): ``1[Y < O]``.
 
-    ``Y`` and ``O`` as in :func:`average_drop`; the paper's score is the mean over images (higher is better).
-    Equals pytorch-grad-cam's ``IncreaseInConfidence`` times 100.
+    ``Y`` and ``O`` as in :func:`average_drop`; the paper's score is the mean over images (higher is better),
+    reported in percent (``100 *`` this). Equals pytorch-grad-cam's ``IncreaseInConfidence``.
 
     Args:
         model: Classifier returning logits.
@@ -298,7 +299,7 @@ def increase_in_confidence(
         run: Precision and output adapter.
 
     Returns:
-        ``[B]`` float32, each 0 or 100.
+        ``[B]`` float32, each 0 or 1.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
