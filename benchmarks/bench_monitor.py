@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from lightning_saliency import Probe, SaliencyMonitor
+from lightning_saliency import Precision, Probe, SaliencyMonitor
+from lightning_saliency.callbacks.saliency_monitor import _Failures
 
 
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -46,9 +47,10 @@ def main() -> None:
     rows = []
     for title, kwargs in [("defaults (maps + scores)", {}), ("maps only (scores=())", {"scores": ()})]:
         monitor = SaliencyMonitor(**kwargs)
-        monitor._evaluate(model, probe, monitor_precision(), with_scores=True)  # warm-up (auto layer, allocator)
+        work = {"with_scores": True}
+        monitor._evaluate(model, probe, Precision(), _Failures(isolate=False), **work)  # warm-up (auto layer)
         start = time.perf_counter()
-        result = monitor._evaluate(model, probe, monitor_precision(), with_scores=True)
+        result = monitor._evaluate(model, probe, Precision(), _Failures(isolate=False), **work)
         seconds = time.perf_counter() - start
         rows.append((title, seconds, result.times))
 
@@ -61,12 +63,6 @@ def main() -> None:
     print("|---|---|")
     for name, seconds in sorted(rows[0][2].items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {seconds / baseline:.3f} |")
-
-
-def monitor_precision():
-    from lightning_saliency import Precision
-
-    return Precision()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python examples/cli_shapes.py fit --config examples/config_shapes.yaml
     python examples/cli_shapes.py fit --config examples/config_shapes.yaml --trainer.max_epochs=1 \
         --data.train_size=256 --trainer.callbacks.methods=[gradient,gradcam]
-    python examples/cli_shapes.py fit --print_config      # every option, with defaults
+    python examples/cli_shapes.py fit --config examples/config_shapes.yaml --print_config  # every option
     tensorboard --logdir lightning_logs --samples_per_plugin images=100
 
 Callbacks can also be added on the command line alone (needs ``pip install "lightning-saliency[cli]"``):

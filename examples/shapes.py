@@ -80,8 +80,11 @@ def make_shapes(n: int, size: int = 64, seed: int = 0, marker: float | None = No
 class ShapesDataset(Dataset):
     """Normalised shape images as dicts ``{"image", "label", "box"}``.
 
-    The ``"box"`` lets SaliencyMonitor score localisation (pointing game, energy pointing game).
+    The ``"box"`` lets SaliencyMonitor score localisation (pointing game, energy pointing game); ``classes`` gives
+    its grids the class names (as torchvision's ``ImageFolder`` does).
     """
+
+    classes = CLASSES
 
     def __init__(self, n: int, size: int = 64, seed: int = 0, marker: float | None = None) -> None:
         images, self.labels, self.boxes = make_shapes(n, size, seed, marker)

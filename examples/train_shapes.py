@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> Path:
     trainer.fit(SmallCNN(), train, val)
     print(
         f"\nSaliency maps and timings were logged to {logger.log_dir}\n"
-        f"Open them with:\n\n    tensorboard --logdir {args.logdir}\n\n"
+        f"Open them with:\n\n    tensorboard --logdir {args.logdir} --samples_per_plugin images=100\n\n"
+        "(--samples_per_plugin keeps every logged epoch on the step slider; TensorBoard keeps 10 by default)\n"
         "then browse to http://localhost:6006 and pick the IMAGES tab (saliency/overview: one row per probe image,\n"
         "the input then each method's overlay; move the step slider to follow the epochs) and SCALARS for timings."
     )

@@ -7,6 +7,7 @@ Everything returns float images in [0, 1], ``[3, H, W]`` or ``[B, 3, H, W]``, re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import Tensor
 from lightning_saliency._colormaps import COLORMAPS
 
 __all__ = [
+    "CARD_WIDTH",
     "COLORMAPS",
     "apply_colormap",
     "column_grid",
@@ -93,10 +95,11 @@ def overlay(images: Tensor, maps: Tensor, alpha: float = 0.5, colormap: str = "t
 
 
 _PAD = 2
-_TITLE_HEIGHT = 14
-_LINE_HEIGHT = 11
-LABEL_WIDTH = 124
-"""Width in pixels of the label column that :func:`row_labels` texts are drawn in, left of each row."""
+CARD_WIDTH = 350
+"""The width (px) at which TensorBoard's IMAGES cards show an image, unless *Show actual image size* is ticked.
+
+Text in the grids is sized so that it reads at about 11 px there: ``11 * grid width / CARD_WIDTH``, at least 11.
+"""
 
 
 def _upscale(cells: Tensor, min_size: int) -> Tensor:
@@ -104,6 +107,10 @@ def _upscale(cells: Tensor, min_size: int) -> Tensor:
     short = min(cells.shape[-2:])
     factor = max(1, -(-min_size // max(short, 1)))
     return cells if factor == 1 else F.interpolate(cells, scale_factor=factor, mode="nearest")
+
+
+def _font_size(width: int) -> int:
+    return max(11, round(11 * width / CARD_WIDTH))
 
 
 def _grid(
@@ -115,49 +122,44 @@ def _grid(
 ) -> Tensor:
     """Rows = images, columns = ``columns`` (each ``[B, 3, H, W]``), with titles; ``[3, H', W']`` in [0, 1].
 
-    With ``labels`` (lines of text per image) a label column is drawn left of each row. With ``max_columns``, a row
-    holds at most that many cells: the rest of an image's cells continue on the next line, each line with its own
-    titles, so the grid stays narrow however many methods there are.
+    With ``labels`` (texts per image) a caption above each image's cells says which image it is. With
+    ``max_columns``, an image's cells are spread over as few lines as keep each line at most that many cells wide
+    (15 cells, at most 5 per line: 3 lines of 5), each line titled, so the grid stays narrow however many methods
+    there are. Text is sized for TensorBoard's card width (:data:`CARD_WIDTH`).
     """
     b, n = columns[0].shape[0], len(columns)
     cells = _upscale(torch.stack(columns, 1).flatten(0, 1), min_size)  # [B*n,3,h,w], image by image
     h, w = cells.shape[-2:]
     cells = cells.view(b, n, 3, h, w)
-    per_line = n if not max_columns else min(n, max_columns)
-    lines = -(-n // per_line)
-    left = LABEL_WIDTH if labels is not None else 0
-    width = left + _PAD + per_line * (w + _PAD)
-    line_height = (_TITLE_HEIGHT if lines > 1 else 0) + h + _PAD
-    block = lines * line_height + (2 * _PAD if lines > 1 else 0)  # one image's lines, then a wider gap
-    top = 0 if lines > 1 else _TITLE_HEIGHT + _PAD
-    canvas = torch.ones(3, top + b * block - (2 * _PAD if lines > 1 and b else 0), width)
+    lines = 1 if not max_columns else -(-n // max_columns)
+    per_line = -(-n // lines)
+    width = _PAD + per_line * (w + _PAD)
+    font = _font(_font_size(width))
+    pieces: list[Tensor] = []  # [3, h_i, width] each, top to bottom
     if lines == 1 and b:
-        canvas[:, :_TITLE_HEIGHT, left:] = _text_strip(titles, w, width - left)
+        pieces.append(_text_strip(titles, w, width, font))
     for i in range(b):
-        y = top + i * block
         if labels is not None:
-            canvas[:, y : y + lines * line_height - _PAD, :left] = _label_panel(
-                labels[i], left, lines * line_height - _PAD
-            )
+            pieces.append(_caption(labels[i], width, font))
         for line in range(lines):
             chunk = slice(line * per_line, min(n, (line + 1) * per_line))
             if lines > 1:
-                canvas[:, y : y + _TITLE_HEIGHT, left:] = _text_strip(titles[chunk], w, width - left)
-                y += _TITLE_HEIGHT
+                pieces.append(_text_strip(titles[chunk], w, width, font))
+            row = torch.ones(3, _PAD + h, width)
             for j, cell in enumerate(cells[i, chunk]):
-                x = left + _PAD + j * (w + _PAD)
-                canvas[:, y : y + h, x : x + w] = cell
-            y += h + _PAD
-    return canvas
+                x = _PAD + j * (w + _PAD)
+                row[:, _PAD:, x : x + w] = cell
+            pieces.append(row)
+    pieces.append(torch.ones(3, _PAD, width))
+    return torch.cat(pieces, 1)
 
 
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default()
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: Any) -> str:
     """``text`` cut (with an ellipsis) to fit ``width`` pixels."""
-    font = _font()
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "…", font=font) > width:
@@ -170,37 +172,35 @@ def _to_tensor(image: Image.Image) -> Tensor:
     return data.permute(2, 0, 1).float() / 255  # [3,h,w]
 
 
-def _text_strip(titles: Sequence[str], cell_width: int, width: int) -> Tensor:
-    """A white strip ``[3, 14, width]`` with each column's title above its cell."""
-    strip = Image.new("RGB", (width, _TITLE_HEIGHT), (255, 255, 255))
+def _line_height(font: Any) -> int:
+    return int(font.size) + 3
+
+
+def _text_strip(titles: Sequence[str], cell_width: int, width: int, font: Any) -> Tensor:
+    """A white strip ``[3, h, width]`` with each column's title above its cell."""
+    strip = Image.new("RGB", (width, _line_height(font) + 1), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
     for i, title in enumerate(titles):
         x0 = _PAD + i * (cell_width + _PAD)
-        draw.text((x0 + 1, 1), _fit(draw, title, cell_width - 2), fill=(0, 0, 0), font=_font())
+        draw.text((x0 + 1, 1), _fit(draw, title, cell_width - 2, font), fill=(0, 0, 0), font=font)
     return _to_tensor(strip)
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int) -> list[str]:
-    """``text`` broken at spaces into lines of at most ``width`` pixels; continuation lines are indented."""
-    lines, current = [], ""
-    for word in text.split(" "):
-        candidate = f"{current} {word}" if current else word
-        if current.strip() and draw.textlength(candidate, font=_font()) > width:
-            lines.append(current)
-            current = "  " + word
+def _caption(items: Sequence[str], width: int, font: Any) -> Tensor:
+    """A white strip ``[3, h, width]``: ``items`` joined by `` · `` on as many lines as they need."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[str] = []
+    for item in items:
+        joined = f"{lines[-1]} · {item}" if lines else item
+        if lines and probe.textlength(joined, font=font) <= width - 6:
+            lines[-1] = joined
         else:
-            current = candidate
-    return [*lines, current]
-
-
-def _label_panel(lines: Sequence[str], width: int, height: int) -> Tensor:
-    """A white panel ``[3, height, width]`` with ``lines`` of text, long ones wrapped at spaces."""
-    panel = Image.new("RGB", (width, max(height, 1)), (255, 255, 255))
-    draw = ImageDraw.Draw(panel)
-    wrapped = [part for line in lines for part in _wrap(draw, line, width - 6)]
-    for k, line in enumerate(wrapped[: max(1, (height - 2) // _LINE_HEIGHT)]):
-        draw.text((3, 2 + _LINE_HEIGHT * k), _fit(draw, line, width - 6), fill=(0, 0, 0), font=_font())
-    return _to_tensor(panel)
+            lines.append(item)
+    strip = Image.new("RGB", (width, len(lines) * _line_height(font) + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for k, line in enumerate(lines):
+        draw.text((3, 3 + k * _line_height(font)), _fit(draw, line, width - 6, font), fill=(0, 0, 0), font=font)
+    return _to_tensor(strip)
 
 
 def row_labels(
@@ -212,7 +212,7 @@ def row_labels(
     indices: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> list[list[str]]:
-    """The text left of each grid row: probe position and dataset index, true class, prediction and its probability.
+    """The caption of each image's row: probe position and dataset index, true class, prediction and its probability.
 
     A last line names the class the maps explain when it is not the predicted one (e.g. ``targets="label"`` on a
     misclassified image).
@@ -249,7 +249,7 @@ def column_grid(
 
     Example:
         >>> column_grid({"a": torch.rand(2, 3, 8, 8), "b": torch.rand(2, 3, 8, 8)}, min_size=8).shape
-        torch.Size([3, 36, 22])
+        torch.Size([3, 37, 22])
     """
     return _grid([c.float().cpu() for c in columns.values()], list(columns), min_size, labels, max_columns)
 
@@ -272,12 +272,12 @@ def overview_grid(
         alpha: Heat-map opacity.
         colormap: A name in :data:`COLORMAPS`.
         min_size: Cells are upscaled (nearest, integer factor) until their shorter side is at least this.
-        labels: Lines of text per image (:func:`row_labels`), drawn in a column left of each row.
-        max_columns: At most this many cells per line; an image's further cells continue on the next line.
+        labels: Texts per image (:func:`row_labels`), captioned above its cells.
+        max_columns: At most this many cells per line; an image's further cells continue on further lines.
 
     Example:
         >>> overview_grid(torch.rand(2, 3, 8, 8), {"gradcam": torch.rand(2, 1, 8, 8)}, min_size=8).shape
-        torch.Size([3, 36, 22])
+        torch.Size([3, 37, 22])
     """
     columns = [images.float().cpu(), *(overlay(images, m, alpha, colormap) for m in maps.values())]
     return _grid(columns, ["input", *maps], min_size, labels, max_columns)
@@ -317,13 +317,13 @@ def filmstrip_grid(
         alpha: Heat-map opacity.
         colormap: A name in :data:`COLORMAPS`.
         min_size: Cells are upscaled until their shorter side is at least this.
-        labels: Lines of text per image, drawn left of each row.
+        labels: Texts per image, captioned above its cells.
         max_columns: At most this many epochs per line.
 
     Example:
         >>> maps = [torch.rand(2, 1, 4, 4)] * 3
         >>> filmstrip_grid(torch.rand(2, 3, 8, 8), maps, ["ep 0", "ep 1", "ep 2"], min_size=8).shape
-        torch.Size([3, 36, 32])
+        torch.Size([3, 37, 32])
     """
     size = tuple(images.shape[-2:])
     columns = [
@@ -352,14 +352,15 @@ def curve_plot(
 
     Example:
         >>> curve_plot({"gradcam": torch.linspace(1, 0, 5)}, "deletion").shape
-        torch.Size([3, 206, 300])
+        torch.Size([3, 210, 300])
     """
     per_row = 3
+    font = _font(11)
+    legend_line = _line_height(font)
     legend_rows = -(-max(len(curves), 1) // per_row)
-    total = height + legend_rows * (_LINE_HEIGHT + 2) + 3
+    total = height + legend_rows * legend_line + 6
     img = Image.new("RGB", (width, total), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    font = _font()
     left, top, right, bottom = 40, 16, width - 8, height - 28
     draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
     draw.text((left, 2), title, fill=(0, 0, 0), font=font)
@@ -386,7 +387,7 @@ def curve_plot(
         points = [(left + (right - left) * j / k, bottom - (bottom - top) * v) for j, v in enumerate(values)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
-        x0, y0 = 6 + column * (i % per_row), height + 2 + (_LINE_HEIGHT + 2) * (i // per_row)
-        draw.line((x0, y0 + 6, x0 + 12, y0 + 6), fill=colour, width=3)
-        draw.text((x0 + 16, y0), _fit(draw, label, column - 20), fill=(0, 0, 0), font=font)
+        x0, y0 = 6 + column * (i % per_row), height + 2 + legend_line * (i // per_row)
+        draw.line((x0, y0 + 7, x0 + 12, y0 + 7), fill=colour, width=3)
+        draw.text((x0 + 16, y0), _fit(draw, label, column - 20, font), fill=(0, 0, 0), font=font)
     return _to_tensor(img)

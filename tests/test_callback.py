@@ -19,11 +19,16 @@ from _lightning_models import (
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from lightning_saliency import Probe, SaliencyMonitor, SaliencyWarning
+from lightning_saliency import Probe, SaliencyMonitor, SaliencyWarning, render
 from lightning_saliency.methods import GradCAM
-from lightning_saliency.render import LABEL_WIDTH
 
 ALL_GRADIENT_FAMILY = ["gradient", "gradient_x_input", "smoothgrad", "gradcam", "gradcam++"]
+
+
+def text_heights(width: int, labels: list[list[str]]) -> tuple[int, list[int]]:
+    """Heights of a grid's title strip and of each image's caption, as the renderer draws them at this width."""
+    font = render._font(render._font_size(width))
+    return render._text_strip([], 1, width, font).shape[1], [render._caption(r, width, font).shape[1] for r in labels]
 
 
 def test_fit_logs_grids_and_timings_every_epoch(tmp_path):
@@ -36,10 +41,12 @@ def test_fit_logs_grids_and_timings_every_epoch(tmp_path):
     for tag in ["saliency/overview", "saliency/gradient", "saliency/gradcam", "saliency/gradcam++"]:
         assert len(events["images"][tag]) == 2, tag  # one per validation epoch
     overview = events["images"]["saliency/overview"][-1]
-    # 4 probe rows and 4 columns (input + 3 methods) of 16x16 cells upscaled to >= 96 px, plus a title strip and
-    # the row labels' column.
-    assert overview.width == LABEL_WIDTH + 4 * 96 + 5 * 2
-    assert overview.height == 14 + 4 * 96 + 5 * 2
+    # 4 probe rows and 4 columns (input + 3 methods) of 16x16 cells upscaled to >= 96 px, a title strip on top and
+    # each image's caption (its label texts) above its row.
+    assert overview.width == 4 * 96 + 5 * 2
+    title, captions = text_heights(overview.width, monitor.last_row_labels)
+    assert len(captions) == 4
+    assert overview.height == title + sum(captions) + 4 * 96 + 5 * 2
     assert [e.step for e in events["images"]["saliency/overview"]] == [tr.global_step // 2, tr.global_step]
     assert {"saliency/time/gradient_pass", "saliency/time/total"} <= set(events["scalars"])
     assert all(s.value > 0 for s in events["scalars"]["saliency/time/total"])
@@ -102,7 +109,8 @@ def test_one_channel_non_square_inputs(tmp_path):
     assert monitor.last_maps["gradcam"].shape == (2, 1, 20, 12)
     image = read_events(tmp_path)["images"]["saliency/gradcam"][0]
     # rows of 20x12 cells upscaled x8 (shorter side 12 -> 96): 3 columns of 96 px, 2 rows of 160 px
-    assert (image.width, image.height) == (LABEL_WIDTH + 3 * 96 + 4 * 2, 14 + 2 * 160 + 3 * 2)
+    title, captions = text_heights(image.width, monitor.last_row_labels)
+    assert (image.width, image.height) == (3 * 96 + 4 * 2, title + sum(captions) + 2 * 160 + 3 * 2)
 
 
 def test_without_tensorboard_warns_once_and_logs_timings_to_other_loggers(tmp_path):
@@ -236,7 +244,7 @@ def test_filmstrip_shows_the_last_history_size_epochs(tmp_path):
     strips = read_events(tmp_path)["images"]["saliency/filmstrip/gradcam"]
     assert len(strips) == 3
     # columns: 1, 2, then 2 again (bounded by history_size); 16 px cells upscaled x6 to 96 px
-    assert [s.width - LABEL_WIDTH for s in strips] == [1 * 96 + 2 * 2, 2 * 96 + 3 * 2, 2 * 96 + 3 * 2]
+    assert [s.width for s in strips] == [1 * 96 + 2 * 2, 2 * 96 + 3 * 2, 2 * 96 + 3 * 2]
     assert [epoch for epoch, _ in monitor.history["gradcam"]] == [1, 2]
     assert torch.allclose(monitor.history["gradcam"][-1][1], monitor.last_maps["gradcam"])
 
@@ -258,7 +266,8 @@ def test_scores_are_logged_per_method_with_layout_and_curves(tmp_path):
         assert f"saliency/{label}/pointing_game" not in events["scalars"]  # no boxes in this probe
     curves = events["images"]["saliency/curves"]
     assert len(curves) == 2
-    assert curves[0].width == 2 * 300
+    assert curves[0].width == 300  # deletion above insertion: as wide as TensorBoard's card
+    assert curves[0].height > 2 * 190
     layout_files = list(tmp_path.rglob("events.out.tfevents.*"))
     assert any(b"custom_scalars" in f.read_bytes() for f in layout_files)
 
@@ -366,7 +375,7 @@ def test_resume_from_checkpoint_continues_probe_and_history(tmp_path):
     events = read_events(tmp_path / "b")
     assert len(events["scalars"]["saliency/gradcam/map_stability"]) == 1  # epoch 2 against the restored epoch 1
     strip = events["images"]["saliency/filmstrip/gradcam"][0]
-    assert strip.width == LABEL_WIDTH + 3 * 96 + 4 * 2  # three epochs in the resumed run's first filmstrip
+    assert strip.width == 3 * 96 + 4 * 2  # three epochs in the resumed run's first filmstrip
     overview_a = read_events(tmp_path / "a")["images"]["saliency/overview"][0].encoded_image_string
     overview_b = events["images"]["saliency/overview"][0].encoded_image_string
     assert overview_a != overview_b  # different maps (trained further) ...

@@ -144,3 +144,22 @@ def test_cli_rejects_an_unknown_target_keyword(cli_shapes, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_shapes.main(["--config", str(CONFIG), "--trainer.callbacks.targets=foo"], run=False)
     assert "targets" in capsys.readouterr().err
+
+
+def test_readme_shows_the_example_config_verbatim():
+    readme = (CONFIG.parents[1] / "README.md").read_text()
+    assert "```yaml\n" + CONFIG.read_text() + "```" in readme
+
+
+def test_print_config_after_config_shows_every_option_of_the_monitor_as_the_readme_says(cli_shapes, capsys):
+    with pytest.raises(SystemExit):
+        cli_shapes.main(["fit", "--config", str(CONFIG), "--print_config"], run=True)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    callbacks = {c["class_path"]: c["init_args"] for c in printed["trainer"]["callbacks"]}
+    monitor = callbacks["lightning_saliency.SaliencyMonitor"]
+    assert monitor["history_size"] == 8  # a default the YAML does not set
+    assert monitor["grid_columns"] == 5
+    assert monitor["alarms"] == [{"score": "energy_pointing_game", "below": 0.25, "above": None, "methods": None}]
+    with pytest.raises(SystemExit):
+        cli_shapes.main(["fit", "--print_config"], run=True)
+    assert yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"] is None  # as the README says

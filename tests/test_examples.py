@@ -13,11 +13,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_shapes_demo_runs_and_logs_saliency(tmp_path, monkeypatch):
+def test_shapes_demo_runs_and_logs_saliency(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import train_shapes
 
     log_dir = train_shapes.main(["--epochs", "1", "--train-size", "64", "--val-size", "32", "--logdir", str(tmp_path)])
+    # the closing message gives the README's TensorBoard command
+    assert f"tensorboard --logdir {tmp_path} --samples_per_plugin images=100" in capsys.readouterr().out
     events = read_events(log_dir)
     assert {"saliency/overview", "saliency/gradcam", "saliency/smoothgrad", "saliency/curves"} <= set(events["images"])
     # the shapes dataset yields dict samples with a "box", so the probe carries boxes and localisation is scored

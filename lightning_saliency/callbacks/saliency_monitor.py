@@ -185,9 +185,9 @@ class SaliencyMonitor(EpochEndMonitor):
         class_names: Names of the classes, for the row labels of the grids (true class, prediction and its
             probability); by default the ``classes`` attribute of the validation dataset or the datamodule (as
             torchvision's ``ImageFolder`` has), else the class indices.
-        grid_columns: At most this many cells per line in the grids (default 4: the input and three methods);
-            with more methods each image's row continues on the next line, so the grids stay readable at
-            TensorBoard's default card size. ``None`` for one line per image however wide.
+        grid_columns: At most this many cells per line in the grids (default 5: the input and four methods);
+            with more methods an image's cells are spread over several lines, so the grids stay readable at
+            TensorBoard's default card width. ``None`` for one line per image however wide.
 
     Raises:
         ValueError: If an argument is out of range or names an unknown method.
@@ -225,7 +225,7 @@ class SaliencyMonitor(EpochEndMonitor):
         output_adapter: OutputAdapter | None = None,
         log_prefix: str = "saliency",
         class_names: Sequence[str] | None = None,
-        grid_columns: int | None = 4,
+        grid_columns: int | None = 5,
     ) -> None:
         super().__init__(every_n_epochs, log_prefix)
         self.methods = _build_methods(methods, target_layer)
@@ -750,10 +750,7 @@ class SaliencyMonitor(EpochEndMonitor):
             panels = [
                 curve_plot(c, f"{mode} (mean over probe)", x_label=_X_LABELS[mode]) for mode, c in mean_curves.items()
             ]
-            height = max(p.shape[1] for p in panels)  # legends of different lengths when a curve failed
-            grids[f"{prefix}/curves"] = torch.cat(
-                [F.pad(p, (0, 0, 0, height - p.shape[1]), value=1.0) for p in panels], 2
-            )
+            grids[f"{prefix}/curves"] = torch.cat(panels, 1)  # one above the other: as wide as TensorBoard's card
         self.last_scores = {
             label: {name: float(v.nanmean()) for name, v in values.items() if not bool(v.isnan().all())}
             for label, values in result.scores.items()

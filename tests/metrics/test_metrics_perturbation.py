@@ -197,9 +197,7 @@ def test_average_drop_and_increase_analytic(region_model):
     x = torch.ones(2, 1, 2, 2)
     maps = torch.tensor([[[1.0, 0.5], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])[:, None]
     y, o = sig(8), sig(4 * 1.5)
-    torch.testing.assert_close(
-        average_drop(region_model, x, TARGET.repeat(2), maps), torch.tensor([(y - o) / y, 0.0])
-    )
+    torch.testing.assert_close(average_drop(region_model, x, TARGET.repeat(2), maps), torch.tensor([(y - o) / y, 0.0]))
     # class 1 has P = 1 - sigmoid(s): masking raises it.
     torch.testing.assert_close(
         increase_in_confidence(region_model, x, torch.tensor([1, 1]), maps), torch.tensor([1.0, 0])
