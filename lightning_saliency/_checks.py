@@ -5,7 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["floats", "int_at_least", "non_empty_str", "normalisation", "positive_float"]
+from torch import Tensor
+
+__all__ = ["check_inputs", "floats", "int_at_least", "non_empty_str", "normalisation", "positive_float"]
+
+
+def check_inputs(inputs: Any) -> None:
+    """Raise a clear error unless ``inputs`` is a floating-point Tensor ``[B, C, H, W]``."""
+    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
+        got = (
+            f"{type(inputs).__name__} of shape {tuple(inputs.shape)} and dtype {inputs.dtype}"
+            if isinstance(inputs, Tensor)
+            else type(inputs).__name__
+        )
+        raise ValueError(f"inputs must be a floating-point Tensor [B, C, H, W], got {got}.")
 
 
 def int_at_least(value: Any, minimum: int, arg: str) -> int:

@@ -7,7 +7,8 @@ Everything here is a context manager or a pure helper used by every method and b
 * :func:`eager` runs ``torch.compile``'d models as eager Python, so hooks and autograd see every layer.
 * :func:`preserved_rng` forks torch (CPU and CUDA), numpy and ``random`` so that training's streams
   are the same with or without saliency work.
-* :class:`Precision` carries the trainer's forward context (autocast) and input conversion.
+* :class:`Precision` carries the trainer's forward context (autocast) and input conversion; :class:`Run` adds
+  how to read the model's output, and runs a forward with both.
 * :func:`to_logits` turns a model output (tensor, tuple, dict, object with ``.logits``) into ``[B, N]``.
 """
 
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 __all__ = [
     "OutputAdapter",
     "Precision",
+    "Run",
     "eager",
     "eval_mode",
     "gradients_enabled",
@@ -219,3 +221,17 @@ def _default_logits(output: Any) -> Any:
     if isinstance(output, Mapping):
         return output.get("logits")
     return getattr(output, "logits", None)
+
+
+@dataclass(frozen=True)
+class Run:
+    """How to run the model: the precision, and how to read its output (``output_adapter``)."""
+
+    precision: Precision = FP32
+    output_adapter: OutputAdapter | None = None
+
+    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """``model(inputs)`` under the forward context, as logits ``[B, num_classes]``; compiled models run eagerly."""
+        with eager(), self.precision.forward_context():
+            output = model(self.precision.convert_input(inputs))
+        return to_logits(output, inputs.shape[0], self.output_adapter)

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from lightning_saliency._checks import int_at_least, positive_float
-from lightning_saliency._runtime import eval_mode, gradients_enabled, module_device, preserved_rng
-from lightning_saliency.methods.base import Run, check_targets
+from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, module_device, preserved_rng
+from lightning_saliency.targets import ClassTarget
 
 __all__ = ["class_model_visualisation", "valid_input_range"]
 
@@ -113,7 +113,7 @@ def class_model_visualisation(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}.")
     if run is not None and not isinstance(run, Run):
-        raise TypeError(f"run must be a lightning_saliency.methods.base.Run or None, got {type(run).__name__}.")
+        raise TypeError(f"run must be a lightning_saliency.methods.Run or None, got {type(run).__name__}.")
     low, high = valid_input_range(shape[0], mean, std)
     device = torch.device(device) if device is not None else module_device(model)
     run = run or Run()
@@ -123,7 +123,7 @@ def class_model_visualisation(
     kernel = min(2 * math.ceil(3 * blur_sigma) + 1, 2 * min(shape[1:]) - 1)  # reflect padding needs pad < size
     with preserved_rng([device]), eval_mode(model), gradients_enabled():
         image = _initial_image(init, k, shape, mean, std).to(device)  # [K,C,H,W], a normal (non-inference) tensor
-        targets = targets.to(device, copy=True)  # normal tensors, even under torch.inference_mode
+        target = ClassTarget(targets.to(device, copy=True))  # normal tensors, even under torch.inference_mode
         lo = low.to(device, copy=True) if low is not None else None
         hi = high.to(device, copy=True) if high is not None else None
         m1, m2 = torch.zeros_like(image), torch.zeros_like(image)
@@ -135,8 +135,8 @@ def class_model_visualisation(
                 shifted = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
             logits = run.logits(model, shifted)
             if step == 1:
-                check_targets(targets, logits)
-            objective = logits.float().gather(1, targets[:, None]).sum() - weight_decay * x.pow(2).sum()
+                target.check(logits)
+            objective = target.score(logits).sum() - weight_decay * x.pow(2).sum()
             (grad,) = torch.autograd.grad(objective, [x])
             with torch.no_grad():
                 grad = grad.float()

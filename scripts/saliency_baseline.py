@@ -53,6 +53,7 @@ def _events(log_dir: Path) -> dict[str, dict[str, list[Any]]]:
 
 
 def run_demos() -> dict[str, dict[str, list[Any]]]:
+    """Run both demos (fixed seeds) into a temporary directory and return what they logged."""
     sys.path.insert(0, str(EXAMPLES))
     import pretrained_efficientnet
     import train_shapes
@@ -65,6 +66,7 @@ def run_demos() -> dict[str, dict[str, list[Any]]]:
 
 
 def compare(baseline: dict[str, dict[str, list[Any]]], now: dict[str, dict[str, list[Any]]]) -> list[str]:
+    """One line per difference between two :func:`run_demos` results (empty when they are the same)."""
     problems = []
     for kind in ("scalars", "images", "texts"):
         gone, new = sorted(set(baseline[kind]) - set(now[kind])), sorted(set(now[kind]) - set(baseline[kind]))
@@ -87,6 +89,7 @@ def compare(baseline: dict[str, dict[str, list[Any]]], now: dict[str, dict[str, 
 
 
 def main(argv: list[str]) -> int:
+    """``record PATH`` or ``compare PATH``; the exit status of the script."""
     if len(argv) != 2 or argv[0] not in ("record", "compare"):
         print(__doc__)
         return 2
@@ -100,7 +103,8 @@ def main(argv: list[str]) -> int:
     problems = compare(torch.load(path, weights_only=False), now)
     for line in problems:
         print(line)
-    print(f"{len(problems)} difference(s)" if problems else "same tags, scalars (within 1e-6) and pixel-identical images")
+    same = "same tags, scalars (within 1e-6) and pixel-identical images"
+    print(f"{len(problems)} difference(s)" if problems else same)
     return 1 if problems else 0
 
 

@@ -13,11 +13,10 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from lightning_saliency._checks import int_at_least, normalisation, positive_float
-from lightning_saliency._runtime import OutputAdapter, Precision, eval_mode, module_device, preserved_rng
+from lightning_saliency._runtime import OutputAdapter, Precision, Run, eval_mode, module_device, preserved_rng
 from lightning_saliency.callbacks._base import EpochEndMonitor
 from lightning_saliency.class_model import InitSpec, class_model_visualisation, valid_input_range
 from lightning_saliency.exceptions import SaliencyWarning
-from lightning_saliency.methods.base import Run
 from lightning_saliency.probe import split_sample
 from lightning_saliency.render import to_display
 

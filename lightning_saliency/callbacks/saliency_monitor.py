@@ -24,6 +24,7 @@ from lightning_saliency._checks import int_at_least, normalisation
 from lightning_saliency._runtime import (
     OutputAdapter,
     Precision,
+    Run,
     eval_mode,
     gradients_enabled,
     module_device,
@@ -35,7 +36,7 @@ from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.localisation import draw_localisation, saliency_to_box
 from lightning_saliency.methods import SaliencyMethod, compute_saliency, get_method
-from lightning_saliency.methods.base import GradientMethod, Run, _shares_pass, check_targets
+from lightning_saliency.methods.base import GradientMethod
 from lightning_saliency.metrics import (
     SCORES,
     evaluate_scores,
@@ -57,6 +58,7 @@ from lightning_saliency.render import (
     row_labels,
     to_display,
 )
+from lightning_saliency.targets import ClassTarget
 
 __all__ = ["SaliencyMonitor"]
 
@@ -556,7 +558,7 @@ class SaliencyMonitor(EpochEndMonitor):
             targets = torch.full((inputs.shape[0],), self.targets, dtype=torch.long, device=inputs.device)
         else:
             targets = logits.float().argmax(1)
-        check_targets(targets, logits)
+        ClassTarget(targets).check(logits)
         return targets, logits
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -651,7 +653,7 @@ class SaliencyMonitor(EpochEndMonitor):
 
         One call for all methods sharing the gradient pass (timed as ``"gradient_pass"``), one per other method.
         """
-        shared: list[SaliencyMethod] = [m for m in self.methods if isinstance(m, GradientMethod) and _shares_pass(m)]
+        shared: list[SaliencyMethod] = [m for m in self.methods if isinstance(m, GradientMethod)]
         groups = [("gradient_pass" if len(shared) > 1 else shared[0].label, shared)] if shared else []
         return groups + [(m.label, [m]) for m in self.methods if m not in shared]
 

@@ -1,13 +1,16 @@
 """Saliency methods, each behind the :class:`SaliencyMethod` protocol and registered by name.
 
-``inputs [B, C, H, W]`` and ``targets [B]`` -> ``maps [B, 1, H, W]`` float32 in [0, 1], detached.
+``inputs [B, C, H, W]`` and targets (:mod:`lightning_saliency.targets`, or class indices ``[B]``) -> ``maps
+[B, 1, H, W]`` float32 in [0, 1], detached.
 """
 
+from lightning_saliency._runtime import Run
 from lightning_saliency.methods.base import (
+    ActivationMethod,
     CAMMethod,
     GradientMethod,
     GradientPass,
-    Run,
+    LayerMethod,
     SaliencyMethod,
     compute_saliency,
     normalize_maps,
@@ -24,6 +27,7 @@ from lightning_saliency.methods.scorecam import ScoreCAM
 __all__ = [
     "CAMERAS",
     "METHODS",
+    "ActivationMethod",
     "CAMMethod",
     "EigenCAM",
     "FusedCAM",
@@ -36,6 +40,7 @@ __all__ = [
     "HiResCAM",
     "IntegratedGradients",
     "LayerCAM",
+    "LayerMethod",
     "Run",
     "SaliencyMethod",
     "ScoreCAM",

@@ -1,14 +1,20 @@
 """The method protocol, the shared gradient pass and the engine that runs several methods at once.
 
-Every method maps ``inputs [B, C, H, W]`` and ``targets [B]`` to ``maps [B, 1, H, W]`` (float32, detached,
-each map min-max normalised to [0, 1], never NaN). Methods only produce a *raw* map at any resolution; the
-engine (:func:`compute_saliency`) does what is common to all of them:
+Every method maps ``inputs [B, C, H, W]`` and a target (:mod:`lightning_saliency.targets`; class indices ``[B]``
+are a :class:`~lightning_saliency.targets.ClassTarget`) to ``maps [B, 1, H, W]`` (float32, detached, each map
+min-max normalised to [0, 1], never NaN). The kinds of methods, by type:
 
-* runs them on a model put in eval mode (each submodule's mode restored after), with training's RNG
-  streams forked, with autograd on even under Lightning's ``torch.inference_mode``;
-* lets every :class:`GradientMethod` share ONE forward and ONE ``torch.autograd.grad`` call w.r.t.
-  ``[input, layer activations...]`` (``gradient``, ``gradient_x_input``, ``gradcam``, ``gradcam++``);
-* casts to float32, upsamples to the input size and normalises each map.
+* :class:`GradientMethod`: computed from the ONE forward and ONE ``torch.autograd.grad`` call w.r.t.
+  ``[input, layer activations...]`` that the engine shares between all such methods of a call (``gradient``,
+  ``gradient_x_input``, every CAM method); each writes only :meth:`GradientMethod.from_pass`.
+* :class:`LayerMethod`: reads a target layer's activations (``target_layer``, ``reshape``); :class:`CAMMethod` is
+  both, and writes only its channel weights.
+* any other :class:`SaliencyMethod` runs its own passes in :meth:`SaliencyMethod.compute` (SmoothGrad, Integrated
+  Gradients, Score-CAM, CAMERAS).
+
+The engine (:func:`compute_saliency`) does what is common to all of them: it runs them on a model put in eval mode
+(each submodule's mode restored after), with training's RNG streams forked, with autograd on even under Lightning's
+``torch.inference_mode``, and casts to float32, upsamples to the input size and normalises each map.
 
 ``torch.autograd.grad`` never writes parameter ``.grad``; nothing here calls ``.backward()``.
 """
@@ -27,24 +33,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._checks import check_inputs
 from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
 from lightning_saliency._runtime import (
     FP32,
     OutputAdapter,
     Precision,
-    eager,
+    Run,
     eval_mode,
     gradients_enabled,
     preserved_rng,
 )
-from lightning_saliency._runtime import to_logits as _to_logits
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec, capture_outputs, checked_output, resolve_target_layer
+from lightning_saliency.targets import Target, TargetLike, as_target
 
 __all__ = [
+    "ActivationMethod",
     "CAMMethod",
     "GradientMethod",
     "GradientPass",
+    "LayerMethod",
     "Run",
     "SaliencyMethod",
     "compute_saliency",
@@ -52,20 +61,6 @@ __all__ = [
 ]
 
 _EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class Run:
-    """What a method needs to know about how to run the model: precision and how to read its output."""
-
-    precision: Precision = FP32
-    output_adapter: OutputAdapter | None = None
-
-    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
-        """``model(inputs)`` under the forward context, as logits ``[B, num_classes]``; compiled models run eagerly."""
-        with eager(), self.precision.forward_context():
-            output = model(self.precision.convert_input(inputs))
-        return _to_logits(output, inputs.shape[0], self.output_adapter)
 
 
 class SaliencyMethod(ABC):
@@ -80,6 +75,8 @@ class SaliencyMethod(ABC):
     """
 
     name: ClassVar[str] = ""
+    uses_layer: ClassVar[bool] = False
+    """Whether the method reads a target layer (``target_layer`` and ``reshape`` apply): see :class:`LayerMethod`."""
 
     def __init__(self, *, name: str | None = None) -> None:
         if name is not None and (not isinstance(name, str) or not name):
@@ -90,17 +87,21 @@ class SaliencyMethod(ABC):
         self,
         model: nn.Module,
         inputs: Tensor,
-        targets: Tensor,
+        targets: TargetLike,
         *,
         precision: Precision | None = None,
         output_adapter: OutputAdapter | None = None,
     ) -> Tensor:
-        """Maps ``[B, 1, H, W]`` in [0, 1] for ``inputs [B, C, H, W]`` and class ``targets [B]``."""
+        """Maps ``[B, 1, H, W]`` in [0, 1] for ``inputs [B, C, H, W]`` and ``targets`` (class indices ``[B]``)."""
         return compute_saliency(model, inputs, targets, [self], precision=precision, output_adapter=output_adapter)[0]
 
     @abstractmethod
-    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """Raw map ``[B, 1, h, w]``. Called in eval mode with autograd available; ``inputs`` is a normal tensor."""
+
+    def layer_name(self, model: nn.Module, inputs: Tensor, run: Run | None = None) -> str | None:
+        """The dotted name of the layer this method reads, ``None`` if it reads none (see :class:`LayerMethod`)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.label!r})"
@@ -115,14 +116,14 @@ class SaliencyMethod(ABC):
 
 @dataclass
 class GradientPass:
-    """One forward and one ``autograd.grad`` call, shared by every gradient-family method.
+    """One forward and one ``autograd.grad`` call, shared by every :class:`GradientMethod` of an engine call.
 
     Attributes:
         inputs: ``[B, C, H, W]`` the inputs the gradients are taken at.
         logits: ``[B, N]`` float32, detached.
-        input_grads: ``[B, C, H, W]`` float32 d(logit of target)/d(input), or ``None`` if no method asked.
+        input_grads: ``[B, C, H, W]`` float32 d(target score)/d(input), or ``None`` if no method asked.
         activations: layer -> ``[B, K, h, w]`` float32 activations, detached.
-        layer_grads: layer -> ``[B, K, h, w]`` float32 d(logit of target)/d(activation).
+        layer_grads: layer -> ``[B, K, h, w]`` float32 d(target score)/d(activation).
     """
 
     inputs: Tensor
@@ -135,7 +136,7 @@ class GradientPass:
 def run_gradient_pass(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     layers: Sequence[nn.Module],
     run: Run,
     *,
@@ -144,15 +145,17 @@ def run_gradient_pass(
 ) -> GradientPass:
     """Forward once with hooks on ``layers``, then one ``autograd.grad`` of the target logits w.r.t. all of them.
 
-    The score differentiated is the pre-softmax logit of each image's target (Simonyan et al. 2014), summed over
-    the batch: in eval mode images do not interact, so each image's gradient is its own. With ``gradients=False``
+    The score differentiated is each image's :meth:`~lightning_saliency.targets.Target.score` (for a class: the
+    pre-softmax logit, Simonyan et al. 2014), summed over the batch: in eval mode images do not interact, so each
+    image's gradient is its own. With ``gradients=False``
     (only gradient-free methods such as EigenCAM asked) the forward runs without autograd and ``layer_grads`` is
     empty.
     """
+    targets = as_target(targets, inputs.shape[0])
     if not gradients:
         with capture_outputs(layers) as captured, torch.no_grad():
             logits = run.logits(model, inputs)
-        check_targets(targets, logits)
+        targets.check(logits)
         missing = [type(layer).__name__ for layer, act in zip(layers, captured, strict=True) if act is None]
         if missing:
             raise RuntimeError(f"Target layer {missing[0]} did not run in the forward; choose a layer the model uses.")
@@ -167,14 +170,14 @@ def run_gradient_pass(
     x = inputs.detach().clone().requires_grad_(whole_graph)
     with capture_outputs(layers) if whole_graph else _graph_from(layers[0]) as captured:
         logits = run.logits(model, x)
-    check_targets(targets, logits)
+    targets.check(logits)
     _warn_non_finite(logits)
     if not logits.requires_grad:
         raise RuntimeError(
             f"The logits do not depend on target layer {type(layers[0]).__name__} with gradients; choose a layer on "
             "the path from the input to the logits."
         )
-    score = logits.float().gather(1, targets[:, None]).sum()
+    score = targets.score(logits).sum()
     acts: list[Tensor] = []
     for layer, act in zip(layers, captured, strict=True):
         if act is None or not act.requires_grad:
@@ -255,14 +258,6 @@ def _warn_non_finite(logits: Tensor) -> None:
         )
 
 
-def check_targets(targets: Tensor, logits: Tensor) -> None:
-    """Raise a clear error unless every target indexes a class of ``logits [B, N]``."""
-    n = logits.shape[1]
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n):
-        bad = list(dict.fromkeys(targets[(targets < 0) | (targets >= n)].tolist()))  # in order, once each
-        raise ValueError(f"targets must be class indices in [0, {n - 1}] for a model with {n} outputs, got {bad}.")
-
-
 class _LayerCache:
     """Remembers which module a layer spec resolved to, per model and input shape (``"auto"`` costs a forward)."""
 
@@ -282,59 +277,11 @@ class _LayerCache:
         return name, module
 
 
-class GradientMethod(SaliencyMethod):
-    """A method computed from the shared :class:`GradientPass`.
-
-    Subclasses set ``uses_input_grad`` and/or ``uses_layer`` and implement :meth:`from_pass`.
-    """
-
-    uses_input_grad: ClassVar[bool] = False
-    uses_layer: ClassVar[bool] = False
-    uses_gradients: ClassVar[bool] = True
-    """``False`` for methods that read activations only (EigenCAM): a pass of such methods alone skips autograd."""
-
-    def __init__(self, *, target_layer: LayerSpec = "auto", name: str | None = None) -> None:
-        super().__init__(name=name)
-        if not isinstance(target_layer, (str, nn.Module)):
-            raise TypeError(f"target_layer must be 'auto', a dotted module name or an nn.Module, got {target_layer!r}.")
-        self.target_layer = target_layer
-        self._layers = _LayerCache(target_layer)
-
-    def layer(self, model: nn.Module, inputs: Tensor, run: Run) -> nn.Module | None:
-        """The module whose activation this method reads (``None`` if it reads none)."""
-        return self._layers.get(model, inputs, run)[1] if self.uses_layer else None
-
-    def layer_name(self, model: nn.Module, inputs: Tensor, run: Run = Run()) -> str | None:
-        """The dotted name of :meth:`layer` (handy to check what ``"auto"`` chose)."""
-        return self._layers.get(model, inputs, run)[0] if self.uses_layer else None
-
-    def layers(self, model: nn.Module, inputs: Tensor, run: Run) -> list[nn.Module]:
-        """Every module whose activation this method reads from the pass (default: :meth:`layer`, if any)."""
-        layer = self.layer(model, inputs, run)
-        return [] if layer is None else [layer]
-
-    @abstractmethod
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
-        """Raw map ``[B, 1, h, w]`` from the shared pass."""
-
-    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
-        """Run a pass for this method alone (the engine shares one pass between several)."""
-        layer = self.layer(model, inputs, run)
-        layers = self.layers(model, inputs, run)
-        p = run_gradient_pass(
-            model, inputs, targets, layers, run, input_grads=self.uses_input_grad, gradients=self.uses_gradients
-        )
-        return self.from_pass(p, layer)
-
-
-class CAMMethod(GradientMethod):
-    """Class activation maps: ``ReLU(sum_k w_k A_k)`` on a target layer; subclasses give the weights ``w``.
-
-    Subclasses write only :meth:`channel_weights` (or override :meth:`from_pass` for elementwise CAMs, reading
-    :meth:`feature_maps`).
+class LayerMethod(SaliencyMethod):
+    """A method that reads the activations of a target layer (every CAM method, Score-CAM, CAMERAS).
 
     Args:
-        target_layer: ``"auto"``, a dotted module name, or the module.
+        target_layer: ``"auto"`` (the last feature map before global pooling), a dotted module name, or the module.
         reshape: How the layer's output and its gradient become ``[B, K, h, w]``: ``"auto"`` (ViT tokens
             ``[B, 1 + h*w, D]`` and channels-last Swin ``[B, h, w, C]`` are recognised from the input size, see
             :mod:`lightning_saliency._reshape`; conv feature maps are left as they are), ``None``, or a callable.
@@ -344,28 +291,108 @@ class CAMMethod(GradientMethod):
     uses_layer = True
 
     def __init__(self, *, target_layer: LayerSpec = "auto", reshape: Reshape = "auto", name: str | None = None) -> None:
-        super().__init__(target_layer=target_layer, name=name)
+        super().__init__(name=name)
+        if not isinstance(target_layer, (str, nn.Module)):
+            raise TypeError(f"target_layer must be 'auto', a dotted module name or an nn.Module, got {target_layer!r}.")
+        self.target_layer = target_layer
         self.reshape = check_reshape(reshape)
+        self._layers = _LayerCache(target_layer)
+
+    def layer(self, model: nn.Module, inputs: Tensor, run: Run) -> nn.Module:
+        """The module whose activation this method reads."""
+        return self._layers.get(model, inputs, run)[1]
+
+    def layer_name(self, model: nn.Module, inputs: Tensor, run: Run | None = None) -> str | None:
+        """The dotted name of :meth:`layer` (handy to check what ``"auto"`` chose)."""
+        return self._layers.get(model, inputs, run or Run())[0]
+
+    def feature_map(self, tensor: Tensor, layer: nn.Module, size: tuple[int, int]) -> Tensor:
+        """A layer's activation (or its gradient) as ``[B, K, h, w]`` through ``reshape``, for inputs of ``size``."""
+        out = apply_reshape(self.reshape, tensor, size)
+        _check_feature_map(out, layer)
+        return out
+
+
+class GradientMethod(SaliencyMethod):
+    """A method computed from the shared :class:`GradientPass`: ONE forward and ONE ``autograd.grad`` for all.
+
+    The engine gives every such method of a :func:`compute_saliency` call the same pass; subclasses say what they
+    read (``uses_input_grad``, :meth:`layers`, :attr:`uses_gradients`) and implement :meth:`from_pass` only.
+    """
+
+    uses_input_grad: ClassVar[bool] = False
+    """Whether :meth:`from_pass` reads the gradient with respect to the input."""
+
+    @property
+    def uses_gradients(self) -> bool:
+        """``False`` for methods that read activations only (EigenCAM): a pass of such methods alone skips autograd."""
+        return True
+
+    def layers(self, model: nn.Module, inputs: Tensor, run: Run) -> list[nn.Module]:
+        """The modules whose activations (and gradients) :meth:`from_pass` reads; none by default."""
+        return []
 
     @abstractmethod
-    def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
-        """Weights ``[B, K]`` from activations and gradients ``[B, K, h, w]`` (float32)."""
+    def from_pass(self, p: GradientPass, layers: Sequence[nn.Module]) -> Tensor:
+        """Raw map ``[B, 1, h, w]`` from the shared pass; ``layers`` are this method's :meth:`layers`."""
+
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
+        """Run a pass for this method alone (the engine shares one pass between several)."""
+        layers = self.layers(model, inputs, run)
+        p = run_gradient_pass(
+            model, inputs, targets, layers, run, input_grads=self.uses_input_grad, gradients=self.uses_gradients
+        )
+        return self.from_pass(p, layers)
+
+
+class ActivationMethod(GradientMethod, LayerMethod):
+    """A map read from a target layer's activations (and their gradients) in the shared pass.
+
+    Subclasses implement :meth:`from_pass`, reading :meth:`feature_maps` (EigenCAM, multi-layer fusion); CAMs that
+    are a weighted sum of channels subclass :class:`CAMMethod` and write only their weights.
+
+    Args:
+        target_layer: ``"auto"``, a dotted module name, or the module.
+        reshape: How the layer's output and its gradient become ``[B, K, h, w]`` (see :class:`LayerMethod`).
+        name: Label in logs.
+    """
+
+    def layers(self, model: nn.Module, inputs: Tensor, run: Run) -> list[nn.Module]:
+        """The target layer."""
+        return [self.layer(model, inputs, run)]
 
     def feature_maps(self, p: GradientPass, layer: nn.Module) -> tuple[Tensor, Tensor | None]:
         """Activations and gradients of ``layer`` as float32 ``[B, K, h, w]`` (gradients ``None`` if not taken)."""
         size = (p.inputs.shape[-2], p.inputs.shape[-1])
-        acts = apply_reshape(self.reshape, p.activations[layer], size)
-        _check_feature_map(acts, layer)
+        acts = self.feature_map(p.activations[layer], layer, size)
         grads = p.layer_grads.get(layer)
         return acts, None if grads is None else apply_reshape(self.reshape, grads, size)
 
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+
+class CAMMethod(ActivationMethod):
+    """Class activation maps: ``ReLU(sum_k w_k A_k)`` on a target layer; subclasses write only the weights ``w``.
+
+    The weights are per channel ``[B, K]`` (Grad-CAM, Grad-CAM++, XGrad-CAM) or per channel and location
+    ``[B, K, h, w]`` (HiResCAM, LayerCAM): the sum over channels broadcasts either.
+
+    Args:
+        target_layer: ``"auto"``, a dotted module name, or the module.
+        reshape: How the layer's output and its gradient become ``[B, K, h, w]`` (see :class:`LayerMethod`).
+        name: Label in logs.
+    """
+
+    @abstractmethod
+    def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
+        """Weights ``[B, K]`` or ``[B, K, h, w]`` from activations and gradients ``[B, K, h, w]`` (float32)."""
+
+    def from_pass(self, p: GradientPass, layers: Sequence[nn.Module]) -> Tensor:
         """``ReLU(sum_k w_k A_k)``, ``[B, 1, h, w]``."""
-        assert layer is not None
-        acts, grads = self.feature_maps(p, layer)
-        assert grads is not None
-        weights = self.channel_weights(acts, grads)  # [B,K]
-        return F.relu((weights[:, :, None, None] * acts).sum(1, keepdim=True))  # [B,1,h,w]
+        acts, grads = self.feature_maps(p, layers[0])
+        assert grads is not None  # a CAM uses gradients: the pass took them
+        weights = self.channel_weights(acts, grads)  # [B,K] or [B,K,h,w]
+        if weights.ndim == 2:
+            weights = weights[:, :, None, None]
+        return F.relu((weights * acts).sum(1, keepdim=True))  # [B,1,h,w]
 
 
 def _check_feature_map(acts: Tensor, layer: nn.Module) -> None:
@@ -394,37 +421,22 @@ def normalize_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.where(span > _EPS, (maps - lo[:, None, None, None]) / span.clamp_min(_EPS), torch.zeros_like(maps))
 
 
-def check_inputs(inputs: Tensor, targets: Tensor) -> None:
-    """Raise a clear error unless ``inputs`` is float ``[B, C, H, W]`` and ``targets`` integer ``[B]``."""
-    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
-        got = (
-            f"{type(inputs).__name__} of shape {tuple(inputs.shape)} and dtype {inputs.dtype}"
-            if isinstance(inputs, Tensor)
-            else type(inputs).__name__
-        )
-        raise ValueError(f"inputs must be a floating-point Tensor [B, C, H, W], got {got}.")
-    if not isinstance(targets, Tensor) or targets.shape != inputs.shape[:1] or targets.is_floating_point():
-        got = f"shape {tuple(targets.shape)}, dtype {targets.dtype}" if isinstance(targets, Tensor) else repr(targets)
-        raise ValueError(f"targets must be an integer Tensor [B={inputs.shape[0]}] of class indices, got {got}.")
-    if targets.device != inputs.device:
-        raise ValueError(f"targets are on {targets.device} but inputs on {inputs.device}; put both on one device.")
-
-
 def compute_saliency(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     methods: Sequence[SaliencyMethod],
     *,
     precision: Precision | None = None,
     output_adapter: OutputAdapter | None = None,
 ) -> list[Tensor]:
-    """Run several methods on one batch, sharing one gradient pass between all gradient-family methods.
+    """Run several methods on one batch, sharing one gradient pass between all :class:`GradientMethod` s.
 
     Args:
         model: The classifier; left exactly as found (modes, parameters, ``.grad``, buffers, RNG).
         inputs: ``[B, C, H, W]`` float.
-        targets: ``[B]`` class indices, on the inputs' device.
+        targets: What to explain: a :class:`~lightning_saliency.targets.Target`, or ``[B]`` class indices on the
+            inputs' device.
         methods: Method instances.
         precision: Forward context and input cast (default plain fp32).
         output_adapter: Turns the model output into logits, if it is not a tensor/tuple/dict/``.logits``.
@@ -439,27 +451,27 @@ def compute_saliency(
         >>> [tuple(m.shape) for m in maps]
         [(2, 1, 8, 8), (2, 1, 8, 8)]
     """
-    check_inputs(inputs, targets)
+    check_inputs(inputs)
+    target = as_target(targets, inputs.shape[0], inputs.device)
     run = Run(precision or FP32, output_adapter)
     size = (inputs.shape[-2], inputs.shape[-1])
     raw: list[Tensor | None] = [None] * len(methods)
     with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
         inputs = inputs.detach().clone()  # a normal tensor, even if handed an inference-mode tensor
-        targets = targets.detach().clone().long()
-        shared = [(i, m) for i, m in enumerate(methods) if isinstance(m, GradientMethod) and _shares_pass(m)]
+        target = target[:]  # likewise (a copy made outside inference mode)
+        shared = [(i, m) for i, m in enumerate(methods) if isinstance(m, GradientMethod)]
         if shared:
-            method_layers = [m.layer(model, inputs, run) for _, m in shared]
-            read = [layer for _, m in shared for layer in m.layers(model, inputs, run)]
-            layers = list({id(layer): layer for layer in read}.values())
+            method_layers = [m.layers(model, inputs, run) for _, m in shared]
+            layers = list({id(layer): layer for read in method_layers for layer in read}.values())
             need_input = any(m.uses_input_grad for _, m in shared)
             need_grads = any(m.uses_gradients for _, m in shared)
-            p = run_gradient_pass(model, inputs, targets, layers, run, input_grads=need_input, gradients=need_grads)
-            for (i, m), layer in zip(shared, method_layers, strict=True):
-                raw[i] = m.from_pass(p, layer)
+            p = run_gradient_pass(model, inputs, target, layers, run, input_grads=need_input, gradients=need_grads)
+            for (i, m), read in zip(shared, method_layers, strict=True):
+                raw[i] = m.from_pass(p, read)
             del p
         for i, method in enumerate(methods):
             if raw[i] is None:
-                raw[i] = method.compute(model, inputs, targets, run)
+                raw[i] = method.compute(model, inputs, target, run)
         for method, r in zip(methods, raw, strict=True):
             if r is not None and tuple(r.shape[-2:]) == (1, 1) and size != (1, 1):
                 method._warn_once(
@@ -469,8 +481,3 @@ def compute_saliency(
                 )
         # Still outside inference mode: the maps are normal tensors even when the caller is in inference mode.
         return [normalize_maps(r, size) for r in raw if r is not None]
-
-
-def _shares_pass(method: GradientMethod) -> bool:
-    # A subclass that overrides `compute` (e.g. SmoothGrad's noisy passes) runs on its own.
-    return type(method).compute is GradientMethod.compute

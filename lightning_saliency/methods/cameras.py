@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
+from lightning_saliency._reshape import Reshape, apply_reshape
+from lightning_saliency._runtime import Run
 from lightning_saliency.layers import LayerSpec
-from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, _check_feature_map, run_gradient_pass
+from lightning_saliency.methods.base import LayerMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
+from lightning_saliency.targets import ClassTarget, Target
 
 __all__ = ["CAMERAS", "DEFAULT_CAMERAS_SCALES"]
 
@@ -30,7 +32,7 @@ _FUSE_ELEMENTS = 1 << 22  # ~4M fp32 values (16 MiB) per resized [b, k, H, W] bl
 
 
 @register_method("cameras")
-class CAMERAS(GradientMethod):
+class CAMERAS(LayerMethod):
     """CAMERAS: multi-scale accumulation of activations and gradients, fused at the input resolution.
 
     For each factor ``f`` in ``scales`` the input is resized to ``(round(f * H), round(f * W))`` (bicubic,
@@ -67,8 +69,6 @@ class CAMERAS(GradientMethod):
         torch.Size([2, 1, 8, 10])
     """
 
-    uses_layer = True
-
     def __init__(
         self,
         scales: Sequence[float] = DEFAULT_CAMERAS_SCALES,
@@ -79,8 +79,7 @@ class CAMERAS(GradientMethod):
         reshape: Reshape = "auto",
         name: str | None = None,
     ) -> None:
-        super().__init__(target_layer=target_layer, name=name)
-        self.reshape = check_reshape(reshape)
+        super().__init__(target_layer=target_layer, reshape=reshape, name=name)
         if (
             isinstance(scales, (str, bytes))
             or not isinstance(scales, Sequence)
@@ -102,14 +101,9 @@ class CAMERAS(GradientMethod):
         scales = ", ".join(f"{s:.3g}" for s in self.scales)
         return f"{type(self).__name__}(name={self.label!r}, scales=({scales}), batch_size={self.batch_size})"
 
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
-        """Unused: CAMERAS runs its own passes, one per scale."""
-        raise NotImplementedError
-
-    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """``ReLU(sum_k mean(A)_k * mean(G)_k)``, ``[B, 1, H, W]``."""
         layer = self.layer(model, inputs, run)
-        assert layer is not None
         maps = run_chunked(
             lambda lo, hi: self._chunk(model, inputs[lo:hi], targets[lo:hi], layer, run),
             inputs.shape[0],
@@ -118,7 +112,7 @@ class CAMERAS(GradientMethod):
         )  # on out-of-memory a chunk is retried with half the images
         return torch.cat(maps)  # [B,1,H,W]
 
-    def _chunk(self, model: nn.Module, x: Tensor, t: Tensor, layer: nn.Module, run: Run) -> Tensor:
+    def _chunk(self, model: nn.Module, x: Tensor, t: Target, layer: nn.Module, run: Run) -> Tensor:
         h, w = x.shape[-2:]
         acts: list[Tensor] = []
         grads: list[Tensor] = []
@@ -127,11 +121,9 @@ class CAMERAS(GradientMethod):
             size = (max(1, round(h * factor)), max(1, round(w * factor)))
             xs = x if size == (h, w) else F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False)
             p = run_gradient_pass(model, xs.to(x.dtype), t, [layer], run, input_grads=False)
-            a = apply_reshape(self.reshape, p.activations[layer], size)  # [b,K,h_s,w_s] fp32
-            _check_feature_map(a, layer)
-            acts.append(a)
+            acts.append(self.feature_map(p.activations[layer], layer, size))  # [b,K,h_s,w_s] fp32
             grads.append(apply_reshape(self.reshape, p.layer_grads[layer], size))  # [b,K,h_s,w_s] fp32
-            agree.append(p.logits.argmax(1) == t)  # [b]
+            agree.append(_predicts(p.logits, t))  # [b]
             del p
         counted = torch.stack(agree).float()  # [S,b]
         if not self.agreeing_scales_only:
@@ -139,6 +131,16 @@ class CAMERAS(GradientMethod):
         counted[:, counted.sum(0) == 0] = 1.0  # no scale agrees: count them all
         share = counted / counted.sum(0, keepdim=True)  # [S,b] 1/count where counted, else 0
         return F.relu(_fuse(acts, grads, share, (h, w)))  # [b,1,H,W]
+
+
+def _predicts(logits: Tensor, target: Target) -> Tensor:
+    """``[b]``: whether each image's predicted class is its target class (the authors' rule for counting a scale).
+
+    Targets that are not one class per image (no prediction to agree with) count every scale.
+    """
+    if isinstance(target, ClassTarget):
+        return logits.argmax(1) == target.classes.to(logits.device)
+    return torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
 
 
 def _fuse(acts: list[Tensor], grads: list[Tensor], share: Tensor, size: tuple[int, int]) -> Tensor:

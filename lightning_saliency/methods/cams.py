@@ -1,17 +1,20 @@
 """More class activation maps on the shared gradient pass: HiResCAM, XGrad-CAM, LayerCAM and EigenCAM.
 
-Each is a few lines on :class:`~lightning_saliency.methods.base.CAMMethod` (torchcam's template): XGrad-CAM
-writes only its channel weights; the elementwise ones (HiResCAM, LayerCAM) and EigenCAM override ``from_pass``.
+Each is a few lines on :class:`~lightning_saliency.methods.base.CAMMethod` (torchcam's template): XGrad-CAM writes
+only its channel weights, the elementwise ones (HiResCAM, LayerCAM) their weights per location; EigenCAM, which is
+no weighted sum, is an :class:`~lightning_saliency.methods.base.ActivationMethod` with its own ``from_pass``.
 All post-processing is float32; all take ``target_layer`` and ``reshape`` (ViT/Swin) like Grad-CAM.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_saliency.methods.base import CAMMethod, GradientPass
+from lightning_saliency.methods.base import ActivationMethod, CAMMethod, GradientPass
 from lightning_saliency.methods.registry import register_method
 
 __all__ = ["EigenCAM", "HiResCAM", "LayerCAM", "XGradCAM"]
@@ -33,15 +36,8 @@ class HiResCAM(CAMMethod):
     """
 
     def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
-        """Unused (elementwise): the spatially summed gradient, ``[B, K]``."""
-        return grads.sum((2, 3))
-
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
-        """``ReLU(sum_k g * A)``, ``[B, 1, h, w]``."""
-        assert layer is not None
-        acts, grads = self.feature_maps(p, layer)
-        assert grads is not None
-        return F.relu((grads * acts).sum(1, keepdim=True))
+        """Elementwise: the gradient itself, ``[B, K, h, w]``."""
+        return grads
 
 
 @register_method("xgradcam")
@@ -76,15 +72,8 @@ class LayerCAM(CAMMethod):
     """
 
     def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
-        """Unused (elementwise): the spatially summed positive gradient, ``[B, K]``."""
-        return F.relu(grads).sum((2, 3))
-
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
-        """``ReLU(sum_k ReLU(g) * A)``, ``[B, 1, h, w]``."""
-        assert layer is not None
-        acts, grads = self.feature_maps(p, layer)
-        assert grads is not None
-        return F.relu((F.relu(grads) * acts).sum(1, keepdim=True))
+        """Elementwise: the positive part of the gradient, ``[B, K, h, w]``."""
+        return F.relu(grads)
 
 
 def eigen_projection(activations: Tensor) -> Tensor:
@@ -120,7 +109,7 @@ def eigen_projection(activations: Tensor) -> Tensor:
 
 
 @register_method("eigencam")
-class EigenCAM(CAMMethod):
+class EigenCAM(ActivationMethod):
     """EigenCAM (Muhammad & Yeasin 2020): ``ReLU`` of the activations' first principal component, class-agnostic.
 
     See :func:`eigen_projection` for the sign rule (pytorch-grad-cam's ``EigenCAM`` is the same up to that sign,
@@ -133,14 +122,12 @@ class EigenCAM(CAMMethod):
         torch.Size([2, 1, 64, 64])
     """
 
-    uses_gradients = False
+    @property
+    def uses_gradients(self) -> bool:
+        """No gradients: the projection reads activations only."""
+        return False
 
-    def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
-        """Unused: EigenCAM is not a weighted sum of channels with class-dependent weights."""
-        raise NotImplementedError
-
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+    def from_pass(self, p: GradientPass, layers: Sequence[nn.Module]) -> Tensor:
         """``ReLU(first-component projection)``, ``[B, 1, h, w]``."""
-        assert layer is not None
-        acts, _ = self.feature_maps(p, layer)
+        acts, _ = self.feature_maps(p, layers[0])
         return F.relu(eigen_projection(acts))

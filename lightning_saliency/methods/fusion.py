@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._reshape import Reshape, grid_size
+from lightning_saliency._runtime import Run
 from lightning_saliency.layers import LayerSpec, find_target_layer, resolve_target_layer, spatial_layers
-from lightning_saliency.methods.base import CAMMethod, GradientPass, Run, normalize_maps
+from lightning_saliency.methods.base import ActivationMethod, GradientPass, normalize_maps
 from lightning_saliency.methods.registry import METHODS, register_method
 
 __all__ = ["FusedCAM"]
@@ -75,7 +76,7 @@ def auto_fusion_layers(model: nn.Module, inputs: Tensor, run: Run | None = None)
 
 
 @register_method("fused_cam")
-class FusedCAM(CAMMethod):
+class FusedCAM(ActivationMethod):
     """A CAM method on several layers, fused by mean or max; all layers from ONE shared gradient pass.
 
     Each layer's map is min-max normalised at its own resolution, upsampled bilinearly to the input size, then the
@@ -86,8 +87,9 @@ class FusedCAM(CAMMethod):
     are read from ONE forward and ONE ``autograd.grad`` (shared with the other gradient methods of the batch).
 
     Args:
-        method: The CAM to fuse: a registry name (``"gradcam"``, ``"layercam"``, ...) or a :class:`CAMMethod` instance
-            (its ``reshape`` and weights are used; its ``target_layer`` is ignored).
+        method: The CAM to fuse: a registry name (``"gradcam"``, ``"layercam"``, ``"eigencam"``, ...) or an
+            :class:`~lightning_saliency.methods.base.ActivationMethod` instance (its ``reshape`` and weights are used;
+            its ``target_layer`` is ignored).
         layers: ``"auto"`` (the last two spatial stages, see :func:`auto_fusion_layers`; one layer on a ViT) or a
             sequence of layer specs (``"auto"``, dotted names, modules).
         fuse: ``"mean"`` (default) or ``"max"``.
@@ -103,7 +105,7 @@ class FusedCAM(CAMMethod):
 
     def __init__(
         self,
-        method: str | CAMMethod = "gradcam",
+        method: str | ActivationMethod = "gradcam",
         layers: str | Sequence[LayerSpec] = "auto",
         fuse: str = "mean",
         *,
@@ -113,13 +115,13 @@ class FusedCAM(CAMMethod):
         super().__init__(reshape=reshape, name=name)
         if isinstance(method, str):
             cls = METHODS.get(method.lower())
-            if cls is None or not issubclass(cls, CAMMethod) or cls is FusedCAM:
-                cams = sorted(n for n, c in METHODS.items() if issubclass(c, CAMMethod) and c is not FusedCAM)
+            if cls is None or not issubclass(cls, ActivationMethod) or cls is FusedCAM:
+                cams = sorted(n for n, c in METHODS.items() if issubclass(c, ActivationMethod) and c is not FusedCAM)
                 raise ValueError(
                     f"method must name a CAM method ({', '.join(cams)}) or be a CAMMethod, got {method!r}."
                 )
             method = cls(reshape=reshape)
-        if not isinstance(method, CAMMethod) or isinstance(method, FusedCAM):
+        if not isinstance(method, ActivationMethod) or isinstance(method, FusedCAM):
             raise TypeError(f"method must be a CAM method name or a CAMMethod instance, got {method!r}.")
         if isinstance(layers, str):
             if layers != "auto":
@@ -128,12 +130,16 @@ class FusedCAM(CAMMethod):
             raise ValueError(f"layers must be 'auto' or a non-empty sequence of layer names/modules, got {layers!r}.")
         if fuse not in _FUSE:
             raise ValueError(f"fuse must be one of {_FUSE}, got {fuse!r}.")
-        self.method, self.layer_specs, self.fuse = method, layers, fuse
-        self.uses_gradients = method.uses_gradients  # type: ignore[misc]  # per instance: EigenCAM needs none
+        self.method: ActivationMethod = method
+        self.layer_specs, self.fuse = layers, fuse
         self._cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], list[nn.Module]]] = (
             weakref.WeakKeyDictionary()
         )
-        self._current: list[nn.Module] = []
+
+    @property
+    def uses_gradients(self) -> bool:
+        """As the fused method (EigenCAM needs none)."""
+        return self.method.uses_gradients
 
     def layers(self, model: nn.Module, inputs: Tensor, run: Run) -> list[nn.Module]:
         """The fused modules, in order (resolved once per model and input shape); :meth:`from_pass` reads these."""
@@ -144,11 +150,10 @@ class FusedCAM(CAMMethod):
             modules = [resolve_target_layer(model, spec, inputs, run.precision)[1] for spec in specs]
             hit = (shape, list({id(m): m for m in modules}.values()))
             self._cache[model] = hit
-        self._current = list(hit[1])
         return list(hit[1])
 
-    def layer(self, model: nn.Module, inputs: Tensor, run: Run) -> nn.Module | None:
-        """The last fused layer (the engine passes it to :meth:`from_pass`, which reads them all)."""
+    def layer(self, model: nn.Module, inputs: Tensor, run: Run) -> nn.Module:
+        """The last fused layer."""
         return self.layers(model, inputs, run)[-1]
 
     def layer_names(self, model: nn.Module, inputs: Tensor, run: Run | None = None) -> list[str]:
@@ -156,16 +161,12 @@ class FusedCAM(CAMMethod):
         names = {id(m): n for n, m in model.named_modules()}
         return [names[id(m)] for m in self.layers(model, inputs, run or Run())]
 
-    def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
-        """The wrapped method's weights."""
-        return self.method.channel_weights(activations, grads)
-
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+    def from_pass(self, p: GradientPass, layers: Sequence[nn.Module]) -> Tensor:
         """Fused map ``[B, 1, H, W]`` from every fused layer's activations in the pass."""
         size = (p.inputs.shape[-2], p.inputs.shape[-1])
         maps = []
-        for module in self._current:  # set by layers(), which the engine calls just before
-            raw = self.method.from_pass(p, module)  # [B,1,h,w]
+        for module in layers:
+            raw = self.method.from_pass(p, [module])  # [B,1,h,w]
             scaled = normalize_maps(raw, (raw.shape[-2], raw.shape[-1]))  # min-max at the layer's resolution
             maps.append(F.interpolate(scaled, size=size, mode="bilinear", align_corners=False))  # [B,1,H,W]
         stacked = torch.stack(maps)  # [L,B,1,H,W]

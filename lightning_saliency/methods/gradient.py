@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, run_gradient_pass
+from lightning_saliency._runtime import Run
+from lightning_saliency.methods.base import GradientMethod, GradientPass, SaliencyMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
+from lightning_saliency.targets import Target
 
 __all__ = ["Gradient", "GradientXInput", "SmoothGrad"]
 
@@ -31,7 +35,7 @@ class Gradient(GradientMethod):
 
     uses_input_grad = True
 
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+    def from_pass(self, p: GradientPass, layers: Sequence[nn.Module]) -> Tensor:
         """``max_c |grad|``, ``[B, 1, H, W]``."""
         assert p.input_grads is not None
         return _abs_max_over_channels(p.input_grads)
@@ -47,14 +51,14 @@ class GradientXInput(GradientMethod):
 
     uses_input_grad = True
 
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
+    def from_pass(self, p: GradientPass, layers: Sequence[nn.Module]) -> Tensor:
         """``|sum_c x * grad|``, ``[B, 1, H, W]``."""
         assert p.input_grads is not None
         return (p.inputs.float() * p.input_grads).sum(1, keepdim=True).abs()
 
 
 @register_method("smoothgrad")
-class SmoothGrad(GradientMethod):
+class SmoothGrad(SaliencyMethod):
     """SmoothGrad (Smilkov et al. 2017): vanilla gradient saliency averaged over noisy copies of the input.
 
     ``M = 1/n sum_i max_c |d S_t / d x_c (x + eps_i)|`` with ``eps_i ~ N(0, sigma^2)`` and
@@ -68,8 +72,6 @@ class SmoothGrad(GradientMethod):
         batch_size: Noisy images per pass, bounding memory to ``batch_size`` images' activations.
         seed: Seed of the noise.
     """
-
-    uses_input_grad = True
 
     def __init__(
         self,
@@ -96,11 +98,7 @@ class SmoothGrad(GradientMethod):
             seed,
         )
 
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
-        """Unused: SmoothGrad runs its own noisy passes."""
-        raise NotImplementedError
-
-    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """Mean of ``max_c |grad|`` over ``num_samples`` noisy copies, ``[B, 1, H, W]``."""
         b = inputs.shape[0]
         generator = torch.Generator().manual_seed(self.seed)
@@ -110,7 +108,7 @@ class SmoothGrad(GradientMethod):
         # not depend on which other images are in the batch, nor on its position in it.
         noise = torch.randn((self.num_samples, 1, *inputs.shape[1:]), generator=generator) * sigma  # [n,B,C,H,W]
         noisy = (inputs.float().cpu()[None] + noise).flatten(0, 1).to(inputs.device, inputs.dtype)  # [n*B,C,H,W]
-        repeated = targets.repeat(self.num_samples)  # [n*B]
+        repeated = targets[torch.arange(self.num_samples * b) % b]  # [n*B]: row i explains image i % B
         total = torch.zeros((b, 1, *inputs.shape[-2:]), device=inputs.device)
 
         def noisy_chunk(start: int, stop: int) -> None:

@@ -8,9 +8,10 @@ from torch import Tensor, nn
 
 from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._runtime import eval_mode, gradients_enabled, preserved_rng
-from lightning_saliency.methods.base import GradientMethod, GradientPass, Run, run_gradient_pass
+from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency.methods.base import SaliencyMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
+from lightning_saliency.targets import Target, TargetLike, as_target
 
 __all__ = ["IntegratedGradients", "ig_attributions", "path_rule"]
 
@@ -75,7 +76,7 @@ def _check_baseline(baseline: IGBaseline) -> None:
 def ig_attributions(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: Target,
     run: Run,
     *,
     steps: int,
@@ -110,7 +111,7 @@ def ig_attributions(
 
 
 @register_method("integrated_gradients")
-class IntegratedGradients(GradientMethod):
+class IntegratedGradients(SaliencyMethod):
     """Integrated Gradients (Sundararajan et al. 2017): ``M = |sum_c IG_c|``.
 
     ``IG = (x - x') * integral_0^1 dS_t/dx (x' + a (x - x')) da`` per input channel.
@@ -133,8 +134,6 @@ class IntegratedGradients(GradientMethod):
         torch.Size([2, 1, 2, 2])
     """
 
-    uses_input_grad = True
-
     def __init__(
         self,
         steps: int = 32,
@@ -153,17 +152,14 @@ class IntegratedGradients(GradientMethod):
         path_rule(rule, steps)  # fails early on a bad rule or too few steps
         self.steps, self.baseline, self.rule, self.internal_batch_size = steps, baseline, rule, internal_batch_size
 
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
-        """Unused: Integrated Gradients runs its own passes along the path."""
-        raise NotImplementedError
-
-    def attributions(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run | None = None) -> Tensor:
+    def attributions(self, model: nn.Module, inputs: Tensor, targets: TargetLike, run: Run | None = None) -> Tensor:
         """The per-channel attributions ``[B, C, H, W]`` (float32), computed as in :meth:`compute`."""
         run = run or Run()
+        target = as_target(targets, inputs.shape[0], inputs.device)
         with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
-            return self._attributions(model, inputs.detach().clone(), targets.detach().clone().long(), run)
+            return self._attributions(model, inputs.detach().clone(), target[:], run)
 
-    def _attributions(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+    def _attributions(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         return ig_attributions(
             model,
             inputs,
@@ -175,6 +171,6 @@ class IntegratedGradients(GradientMethod):
             internal_batch_size=self.internal_batch_size,
         )
 
-    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """``|sum_c IG|``, ``[B, 1, H, W]``."""
         return self._attributions(model, inputs, targets, run).sum(1, keepdim=True).abs()

@@ -14,23 +14,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
-from lightning_saliency._reshape import Reshape, apply_reshape, check_reshape
+from lightning_saliency._reshape import Reshape, apply_reshape
+from lightning_saliency._runtime import Run
 from lightning_saliency.layers import LayerSpec, capture_outputs
-from lightning_saliency.methods.base import (
-    GradientMethod,
-    GradientPass,
-    Run,
-    _check_feature_map,
-    check_targets,
-    run_gradient_pass,
-)
+from lightning_saliency.methods.base import LayerMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
+from lightning_saliency.targets import Target
 
 __all__ = ["ScoreCAM"]
 
 
 @register_method("scorecam")
-class ScoreCAM(GradientMethod):
+class ScoreCAM(LayerMethod):
     """Score-CAM, batched over images and channels, with the paper's weights or pytorch-grad-cam's.
 
     Steps: the target layer's activations ``A [B, K, h, w]`` (one forward); each channel upsampled bilinearly
@@ -89,7 +84,6 @@ class ScoreCAM(GradientMethod):
         torch.Size([2, 1, 8, 8])
     """
 
-    uses_layer = True
     WEIGHTS: ClassVar[tuple[str, ...]] = ("probability", "softmax_over_channels")
 
     def __init__(
@@ -102,8 +96,7 @@ class ScoreCAM(GradientMethod):
         reshape: Reshape = "auto",
         name: str | None = None,
     ) -> None:
-        super().__init__(target_layer=target_layer, name=name)
-        self.reshape = check_reshape(reshape)
+        super().__init__(target_layer=target_layer, reshape=reshape, name=name)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1 (masked inputs per forward), got {batch_size!r}.")
         if weights not in self.WEIGHTS:
@@ -118,34 +111,27 @@ class ScoreCAM(GradientMethod):
             f"top_k={self.top_k})"
         )
 
-    def from_pass(self, p: GradientPass, layer: nn.Module | None) -> Tensor:
-        """Unused: Score-CAM runs its own masked forwards."""
-        raise NotImplementedError
-
-    def compute(self, model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
+    def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """``ReLU(sum_k w_k A_k)``, ``[B, 1, h, w]`` at the target layer's resolution."""
         layer = self.layer(model, inputs, run)
-        assert layer is not None
         size = (inputs.shape[-2], inputs.shape[-1])
         selected: Tensor | None = None
         if self.top_k is not None:
             p = run_gradient_pass(model, inputs, targets, [layer], run, input_grads=False)
-            acts = apply_reshape(self.reshape, p.activations[layer], size)  # [B,K,h,w] fp32
-            _check_feature_map(acts, layer)
+            acts = self.feature_map(p.activations[layer], layer, size)  # [B,K,h,w] fp32
             criterion = apply_reshape(self.reshape, p.layer_grads[layer], size).mean((2, 3))  # [B,K] Grad-CAM weights
             del p
         else:
             with torch.inference_mode(), capture_outputs([layer]) as captured:
                 logits = run.logits(model, inputs)
-            check_targets(targets, logits)
+            targets.check(logits)
             if captured[0] is None:
                 raise RuntimeError(
                     f"Target layer {type(layer).__name__} did not run in the forward; choose a layer on the path "
                     "from the input to the logits."
                 )
             acts = captured[0].float().clone()  # a normal tensor (cloned outside inference mode)
-            acts = apply_reshape(self.reshape, acts, size)  # [B,K,h,w]
-            _check_feature_map(acts, layer)
+            acts = self.feature_map(acts, layer, size)  # [B,K,h,w]
         constant = acts.flatten(2).amax(2) == acts.flatten(2).amin(2)  # [B,K]
         proxy: Tensor | None = None
         if self.top_k is not None and self.top_k < int((~constant).sum(1).max()):
@@ -162,7 +148,7 @@ class ScoreCAM(GradientMethod):
         self,
         model: nn.Module,
         inputs: Tensor,
-        targets: Tensor,
+        targets: Target,
         acts: Tensor,
         constant: Tensor,
         selected: Tensor | None,
@@ -229,10 +215,9 @@ class ScoreCAM(GradientMethod):
                 layout[0] = torch.contiguous_format
         return run.logits(model, masked).float()
 
-    def _read(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """The score of each row's target: softmax probability (paper) or logit (pytorch-grad-cam), ``[n]``."""
-        values = logits.softmax(1) if self.weights == "probability" else logits
-        return values.gather(1, targets[:, None])[:, 0]
+    def _read(self, logits: Tensor, targets: Target) -> Tensor:
+        """Each row's target confidence (paper: the class's softmax probability) or score (pgc: the logit), ``[n]``."""
+        return targets.confidence(logits) if self.weights == "probability" else targets.score(logits)
 
 
 def _choose_channels(acts: Tensor, criterion: Tensor, constant: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -8,10 +8,11 @@ from types import MappingProxyType
 
 from torch import Tensor, nn
 
-from lightning_saliency.methods.base import Run, check_inputs
+from lightning_saliency._runtime import Run
 from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
     _check_maps,
+    _check_model_inputs,
     _chunked_target_probs,
     _pixel_ranks,
     _scoring,
@@ -26,6 +27,7 @@ from lightning_saliency.metrics.functional.perturbation import (
     _mode_curves,
     curve_auc,
 )
+from lightning_saliency.targets import TargetLike
 
 __all__ = ["SCORES", "ScoreInfo", "Scores", "evaluate_scores"]
 
@@ -159,7 +161,7 @@ def _check_names(names: Sequence[str]) -> list[str]:
 def evaluate_scores(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     names: Sequence[str],
     *,
@@ -212,12 +214,11 @@ def evaluate_scores(
         (['average_drop', 'deletion', 'deletion_curve'], torch.Size([2, 5]), {'pointing_game': 'needs boxes or masks'})
     """
     wanted = _check_names(names)
-    check_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets)
     maps = _check_maps(maps, inputs)
     _check_steps(steps)
     _check_batch_size(batch_size)
     run = run or Run()
-    targets = targets.long()
     result = Scores()
     with _scoring(model, inputs):
         ranks = _pixel_ranks(maps) if {"deletion", "insertion"} & set(wanted) else None

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_saliency.methods.base import Run
+from lightning_saliency._runtime import Run
 from lightning_saliency.metrics._base import _MeanScore
 from lightning_saliency.metrics.functional._common import _check_batch_size
 from lightning_saliency.metrics.functional.perturbation import (

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lightning_saliency.methods.base import Run
+from lightning_saliency._runtime import Run
 from lightning_saliency.metrics._base import _MeanScore
 from lightning_saliency.metrics.functional._common import _check_batch_size
 from lightning_saliency.metrics.functional.robustness import Explainer, _check_samples, infidelity, sensitivity_max

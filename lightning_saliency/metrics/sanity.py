@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lightning_saliency.methods.base import Run, SaliencyMethod
+from lightning_saliency._runtime import Run
+from lightning_saliency.methods.base import SaliencyMethod
 from lightning_saliency.metrics._base import _MeanScore
 from lightning_saliency.metrics.functional.attack import _check_attack_args, _check_fraction, saliency_attack_score
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score

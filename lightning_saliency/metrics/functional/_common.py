@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._checks import check_inputs
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._runtime import eval_mode, preserved_rng
-from lightning_saliency.methods.base import Run, check_inputs, check_targets
+from lightning_saliency._runtime import Run, eval_mode, preserved_rng
+from lightning_saliency.targets import Target, TargetLike, as_target
 
 __all__: list[str] = []
 
@@ -59,14 +60,14 @@ def _scoring(model: nn.Module, inputs: Tensor) -> Iterator[None]:
         yield
 
 
-def _target_probs(model: nn.Module, inputs: Tensor, targets: Tensor, run: Run) -> Tensor:
-    """Softmax probability ``[N]`` float32 of each input's target class (one forward, no chunking)."""
+def _target_probs(model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
+    """Each input's target confidence ``[N]`` float32 (for a class: its softmax probability); one forward."""
     logits = run.logits(model, inputs)
-    check_targets(targets, logits)
-    return torch.softmax(logits.float(), dim=1).gather(1, targets[:, None].long()).squeeze(1)
+    targets.check(logits)
+    return targets.confidence(logits)
 
 
-def _chunked_target_probs(model: nn.Module, inputs: Tensor, targets: Tensor, run: Run, batch_size: int) -> Tensor:
+def _chunked_target_probs(model: nn.Module, inputs: Tensor, targets: Target, run: Run, batch_size: int) -> Tensor:
     """:func:`_target_probs` in forwards of at most ``batch_size`` inputs."""
     out = run_chunked(
         lambda lo, hi: _target_probs(model, inputs[lo:hi], targets[lo:hi], run),
@@ -77,8 +78,10 @@ def _chunked_target_probs(model: nn.Module, inputs: Tensor, targets: Tensor, run
     return torch.cat(out) if out else inputs.new_zeros(0, dtype=torch.float32)
 
 
-def _check_model_inputs(inputs: Tensor, targets: Tensor) -> None:
-    check_inputs(inputs, targets)
+def _check_model_inputs(inputs: Tensor, targets: TargetLike) -> Target:
+    """Checked inputs ``[B, C, H, W]``, and ``targets`` as a :class:`~lightning_saliency.targets.Target` of ``B``."""
+    check_inputs(inputs)
+    return as_target(targets, inputs.shape[0], inputs.device)
 
 
 def _sum_update(values: Tensor) -> tuple[Tensor, Tensor]:

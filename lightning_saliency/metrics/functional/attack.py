@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_saliency._runtime import eval_mode, gradients_enabled, preserved_rng
-from lightning_saliency.methods.base import Run, check_inputs, check_targets
-from lightning_saliency.metrics.functional._common import _TINY, _check_maps, _pixel_ranks
+from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency.metrics.functional._common import _TINY, _check_maps, _check_model_inputs, _pixel_ranks
+from lightning_saliency.targets import ClassTarget, TargetLike
 
 __all__ = ["masked_attack_norm", "saliency_attack_score"]
 
@@ -28,7 +28,7 @@ def _check_fraction(fraction: float) -> None:
 def masked_attack_norm(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     pixel_masks: Tensor,
     *,
     step_size: float = 0.1,
@@ -65,14 +65,19 @@ def masked_attack_norm(
         >>> bool(((norms >= 0) & (norms <= 5.0)).all())
         True
     """
-    check_inputs(inputs, targets)
+    target = _check_model_inputs(inputs, targets)
+    if not isinstance(target, ClassTarget):
+        raise ValueError(
+            f"masked_attack_norm flips a predicted class, so it needs class targets (ClassTarget or class indices), "
+            f"got {target!r}."
+        )
     masks = _check_maps(pixel_masks, inputs, name="pixel_masks") != 0  # [B,1,H,W]
     _check_attack_args(step_size, max_steps)
     run = run or Run()
     cap = float(max_steps * step_size)
     with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
         x0 = inputs.detach().clone()
-        targets = targets.detach().clone().long()
+        classes = target.classes.to(x0.device, copy=True)  # a normal tensor
         keep = masks.to(x0.dtype)
         delta = torch.zeros_like(x0)
         norms = torch.full((x0.shape[0],), cap, device=x0.device)
@@ -80,13 +85,13 @@ def masked_attack_norm(
         for step in range(max_steps + 1):
             x = (x0 + delta).requires_grad_(True)
             logits = run.logits(model, x)
-            check_targets(targets, logits)
-            flipped = active & (logits.detach().argmax(1) != targets)
+            target.check(logits)
+            flipped = active & (logits.detach().argmax(1) != classes)
             norms = torch.where(flipped, delta.flatten(1).norm(dim=1).float(), norms)
             active = active & ~flipped
             if step == max_steps or not bool(active.any()):
                 break
-            loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+            loss = F.cross_entropy(logits.float(), classes, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
             grad = grad.detach() * keep  # [B,C,H,W]
             unit = grad / grad.flatten(1).norm(dim=1).clamp_min(_TINY)[:, None, None, None]
@@ -99,7 +104,7 @@ def masked_attack_norm(
 def saliency_attack_score(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     *,
     fraction: float = 0.1,
@@ -138,7 +143,7 @@ def saliency_attack_score(
         >>> saliency_attack_score(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), torch.rand(2, 1, 4, 4)).shape
         torch.Size([2])
     """
-    check_inputs(inputs, targets)
+    _check_model_inputs(inputs, targets)
     maps = _check_maps(maps, inputs)
     _check_fraction(fraction)
     b, _, h, w = maps.shape

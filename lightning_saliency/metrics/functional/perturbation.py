@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lightning_saliency._baselines import Baseline, perturbation_baseline
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency.methods.base import Run
+from lightning_saliency._runtime import Run
 from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
     _check_maps,
@@ -22,6 +22,7 @@ from lightning_saliency.metrics.functional._common import (
     _scoring,
     _target_probs,
 )
+from lightning_saliency.targets import Target, TargetLike
 
 __all__ = [
     "average_drop",
@@ -44,7 +45,7 @@ def _check_steps(steps: int) -> None:
 
 def _perturbation_curves(
     model: nn.Module,
-    targets: Tensor,
+    targets: Target,
     ranks: Tensor,
     start: Tensor,
     finish: Tensor,
@@ -77,26 +78,26 @@ def _curve(
     mode: str,
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     steps: int,
     baseline: Baseline,
     batch_size: int,
     run: Run | None,
 ) -> Tensor:
-    _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets)
     maps = _check_maps(maps, inputs)
     _check_steps(steps)
     _check_batch_size(batch_size)
     with _scoring(model, inputs):
-        return _mode_curves(mode, model, inputs, targets.long(), _pixel_ranks(maps), baseline, steps, batch_size, run)
+        return _mode_curves(mode, model, inputs, targets, _pixel_ranks(maps), baseline, steps, batch_size, run)
 
 
 def _mode_curves(
     mode: str,
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: Target,
     ranks: Tensor,
     baseline: Baseline,
     steps: int,
@@ -112,7 +113,7 @@ def _mode_curves(
 def deletion_curve(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     *,
     steps: int = DEFAULT_STEPS,
@@ -155,7 +156,7 @@ def deletion_curve(
 def insertion_curve(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     *,
     steps: int = DEFAULT_STEPS,
@@ -214,14 +215,13 @@ def curve_auc(curves: Tensor) -> Tensor:
 
 
 def _confidences(
-    model: nn.Module, inputs: Tensor, targets: Tensor, maps: Tensor, batch_size: int, run: Run | None
+    model: nn.Module, inputs: Tensor, targets: TargetLike, maps: Tensor, batch_size: int, run: Run | None
 ) -> tuple[Tensor, Tensor]:
     """``(Y, O)``: target probability ``[B]`` on the inputs and on ``inputs * map`` (map broadcast over channels)."""
-    _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets)
     maps = _check_maps(maps, inputs)
     _check_batch_size(batch_size)
     run = run or Run()
-    targets = targets.long()
     with _scoring(model, inputs):
         y = _chunked_target_probs(model, inputs, targets, run, batch_size)
         o = _chunked_target_probs(model, inputs * maps.to(inputs.dtype), targets, run, batch_size)
@@ -241,7 +241,7 @@ def _increase_per_image(y: Tensor, o: Tensor) -> Tensor:
 def average_drop(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     *,
     batch_size: int = 64,
@@ -279,7 +279,7 @@ def average_drop(
 def increase_in_confidence(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     *,
     batch_size: int = 64,

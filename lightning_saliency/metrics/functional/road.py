@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency.methods.base import Run
+from lightning_saliency._runtime import Run
 from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
     _check_maps,
@@ -25,6 +25,7 @@ from lightning_saliency.metrics.functional._common import (
     _scoring,
     _target_probs,
 )
+from lightning_saliency.targets import TargetLike
 
 __all__ = ["DEFAULT_PERCENTAGES", "noisy_linear_imputation", "road_curves", "road_masks", "road_score"]
 
@@ -167,7 +168,7 @@ def road_masks(maps: Tensor, percentage: float, *, most_relevant_first: bool) ->
 def road_curves(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     *,
     percentages: Sequence[float] = DEFAULT_PERCENTAGES,
@@ -206,12 +207,11 @@ def road_curves(
         >>> morf.shape, lerf.shape
         (torch.Size([2, 2]), torch.Size([2, 2]))
     """
-    _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets)
     maps = _check_maps(maps, inputs)
     levels = _check_percentages(percentages)
     _check_batch_size(batch_size)
     run = run or Run()
-    targets = targets.long()
     b, n = inputs.shape[0], len(levels)
     probs = torch.empty(2 * b * n, dtype=torch.float32, device=inputs.device)  # [mode, image, level] flattened
     with _scoring(model, inputs):
@@ -235,7 +235,7 @@ def road_curves(
 def road_score(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     maps: Tensor,
     *,
     percentages: Sequence[float] = DEFAULT_PERCENTAGES,

@@ -8,16 +8,19 @@ images are in the batch and training's RNG streams are untouched.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_saliency.methods.base import Run, SaliencyMethod
+from lightning_saliency._runtime import Run
+from lightning_saliency.methods.base import SaliencyMethod
 from lightning_saliency.metrics.functional._common import _check_batch_size, _check_model_inputs, _scoring
+from lightning_saliency.targets import Target, TargetLike
 
 __all__ = ["infidelity", "infidelity_perturbations", "sensitivity_max", "sensitivity_perturbations"]
 
-Explainer = SaliencyMethod | Callable[[nn.Module, Tensor, Tensor], Tensor]
+Explainer = SaliencyMethod | Callable[[nn.Module, Tensor, Any], Tensor]
 """A saliency method instance, or ``f(model, inputs, targets) -> explanation`` (any shape with batch first)."""
 
 
@@ -48,18 +51,21 @@ def sensitivity_perturbations(shape: tuple[int, ...], n_perturb_samples: int, ra
     return (torch.rand((n_perturb_samples, *shape), generator=generator) * 2 - 1) * radius
 
 
-def _target_logits(model: nn.Module, inputs: Tensor, targets: Tensor, run: Run, batch_size: int) -> Tensor:
-    out = [
-        run.logits(model, inputs[i : i + batch_size]).float().gather(1, targets[i : i + batch_size, None])[:, 0]
-        for i in range(0, inputs.shape[0], batch_size)
-    ]
+def _target_scores(model: nn.Module, inputs: Tensor, targets: Target, run: Run, batch_size: int) -> Tensor:
+    """Each input's target score ``[N]`` (for a class: its logit), ``batch_size`` inputs per forward."""
+    out = []
+    for i in range(0, inputs.shape[0], batch_size):
+        logits = run.logits(model, inputs[i : i + batch_size])
+        target = targets[i : i + batch_size]
+        target.check(logits)
+        out.append(target.score(logits))
     return torch.cat(out)
 
 
 def infidelity(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     attributions: Tensor,
     *,
     n_perturb_samples: int = 10,
@@ -100,7 +106,7 @@ def infidelity(
         >>> bool(infidelity(net, x, torch.tensor([0, 1]), exact).max() < 1e-10)
         True
     """
-    _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets)
     _check_samples(n_perturb_samples)
     _check_batch_size(batch_size)
     if not isinstance(attributions, Tensor) or attributions.ndim != 4 or attributions.shape[0] != inputs.shape[0]:
@@ -113,13 +119,13 @@ def infidelity(
             f"attributions {tuple(attributions.shape)} do not broadcast to the inputs {tuple(inputs.shape)}."
         ) from err
     run = run or Run()
-    targets = targets.long()
     b, n = inputs.shape[0], n_perturb_samples
     noise = infidelity_perturbations(tuple(inputs.shape[1:]), n, noise_std, seed).to(inputs.device)  # [n,C,H,W]
     with _scoring(model, inputs):
-        f_x = _target_logits(model, inputs, targets, run, batch_size)  # [B]
+        f_x = _target_scores(model, inputs, targets, run, batch_size)  # [B]
         perturbed = (inputs[:, None].float() - noise[None]).flatten(0, 1).to(inputs.dtype)  # [B*n,C,H,W] b-major
-        f_p = _target_logits(model, perturbed, targets.repeat_interleave(n), run, batch_size).view(b, n)
+        repeated = targets[torch.arange(b * n, device=inputs.device) // n]  # [B*n] b-major, as the images
+        f_p = _target_scores(model, perturbed, repeated, run, batch_size).view(b, n)
     dot = (attr[:, None] * noise[None]).flatten(2).sum(2)  # [B,n] I . Phi
     diff = f_x[:, None] - f_p  # [B,n]
     if normalize:
@@ -133,7 +139,7 @@ def sensitivity_max(
     explain: Explainer,
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     *,
     perturb_radius: float = 0.02,
     n_perturb_samples: int = 10,
@@ -168,7 +174,7 @@ def sensitivity_max(
         >>> sensitivity_max(Gradient(), net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), n_perturb_samples=3)
         tensor([0., 0.])
     """
-    _check_model_inputs(inputs, targets)
+    target = _check_model_inputs(inputs, targets)
     _check_samples(n_perturb_samples)
     if not (isinstance(perturb_radius, (int, float)) and perturb_radius >= 0):
         raise ValueError(f"perturb_radius must be a float >= 0, got {perturb_radius!r}.")
@@ -177,9 +183,9 @@ def sensitivity_max(
 
     def phi(x: Tensor) -> Tensor:
         if isinstance(explain, SaliencyMethod):
-            out = explain(model, x, targets, precision=run.precision, output_adapter=run.output_adapter)
+            out = explain(model, x, target, precision=run.precision, output_adapter=run.output_adapter)
         elif callable(explain):
-            out = explain(model, x, targets)
+            out = explain(model, x, targets)  # the targets as the caller gave them
         else:
             raise TypeError(f"explain must be a SaliencyMethod or a callable, got {type(explain).__name__}.")
         return out.detach().float().flatten(1)  # [B,D]

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_saliency._runtime import gradients_enabled, preserved_rng
-from lightning_saliency.methods.base import Run, SaliencyMethod, check_inputs, compute_saliency
+from lightning_saliency._runtime import Run, gradients_enabled, preserved_rng
+from lightning_saliency.methods.base import SaliencyMethod, compute_saliency
 from lightning_saliency.methods.registry import get_method
-from lightning_saliency.metrics.functional._common import _check_maps
+from lightning_saliency.metrics.functional._common import _check_maps, _check_model_inputs
 from lightning_saliency.metrics.functional.correlation import spearman
+from lightning_saliency.targets import Target, TargetLike
 
 __all__ = ["model_randomisation_score", "randomisable_layers"]
 
@@ -43,7 +44,7 @@ def _seed(devices: Sequence[torch.device], seed: int) -> None:
                 torch.cuda.manual_seed(seed)
 
 
-def _saliency(model: nn.Module, inputs: Tensor, targets: Tensor, method: SaliencyMethod, run: Run, seed: int) -> Tensor:
+def _saliency(model: nn.Module, inputs: Tensor, targets: Target, method: SaliencyMethod, run: Run, seed: int) -> Tensor:
     _seed([inputs.device], seed)  # a stochastic method draws the same noise for both models
     return compute_saliency(
         model, inputs, targets, [method], precision=run.precision, output_adapter=run.output_adapter
@@ -53,7 +54,7 @@ def _saliency(model: nn.Module, inputs: Tensor, targets: Tensor, method: Salienc
 def model_randomisation_score(
     model: nn.Module,
     inputs: Tensor,
-    targets: Tensor,
+    targets: TargetLike,
     method: SaliencyMethod | str,
     *,
     num_layers: int | None = 1,
@@ -102,7 +103,7 @@ def model_randomisation_score(
         ...                           num_layers=None, cascading=True).shape
         torch.Size([2, 2])
     """
-    check_inputs(inputs, targets)
+    target = _check_model_inputs(inputs, targets)
     method = get_method(method)
     run = run or Run()
     names = randomisable_layers(model)
@@ -114,8 +115,8 @@ def model_randomisation_score(
         )
     top = names[::-1][:count]  # top (output side) first
     with preserved_rng([inputs.device]), gradients_enabled():
-        inputs, targets = inputs.detach().clone(), targets.detach().clone()
-        base = _check_maps(maps, inputs) if maps is not None else _saliency(model, inputs, targets, method, run, seed)
+        inputs, target = inputs.detach().clone(), target[:]  # normal tensors (copies outside inference mode)
+        base = _check_maps(maps, inputs) if maps is not None else _saliency(model, inputs, target, method, run, seed)
         twin = copy.deepcopy(model)
         twin.requires_grad_(False)
         modules = dict(twin.named_modules())
@@ -129,7 +130,7 @@ def model_randomisation_score(
                         _seed([inputs.device], seed + 1 + top.index(name))  # same weights, cascading or not
                         modules[name].reset_parameters()
                         done.add(name)
-            rho = spearman(base, _saliency(twin, inputs, targets, method, run, seed))
+            rho = spearman(base, _saliency(twin, inputs, target, method, run, seed))
             rows.append(rho.abs() if absolute else rho)
         del twin
     return torch.stack(rows)  # [S,B]
