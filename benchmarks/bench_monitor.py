@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from lightning_saliency import Precision, Probe, SaliencyMonitor
-from lightning_saliency.callbacks.saliency_monitor import _Failures
+from lightning_saliency.monitoring.result import Failures
 
 
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -47,10 +47,10 @@ def main() -> None:
     rows = []
     for title, kwargs in [("defaults (maps + scores)", {}), ("maps only (scores=())", {"scores": ()})]:
         monitor = SaliencyMonitor(**kwargs)
-        work = {"with_scores": True}
-        monitor._evaluate(model, probe, Precision(), _Failures(isolate=False), **work)  # warm-up (auto layer)
+        scores = monitor.scores  # the cheap ones (the costly ones are opt-in)
+        monitor._run_work(model, probe, Precision(), Failures(isolate=False), scores)  # warm-up (auto layer)
         start = time.perf_counter()
-        result = monitor._evaluate(model, probe, Precision(), _Failures(isolate=False), **work)
+        result = monitor._run_work(model, probe, Precision(), Failures(isolate=False), scores)
         seconds = time.perf_counter() - start
         rows.append((title, seconds, result.times))
 

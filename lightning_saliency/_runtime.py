@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -120,29 +121,13 @@ def preserved_rng(devices: Sequence[torch.device] = ()) -> Iterator[None]:
     """
     cuda_devices = [d for d in devices if d.type == "cuda"]
     py_state = random.getstate()
-    np_state = _numpy_state()
+    np_state = np.random.get_state()
     with torch.random.fork_rng(devices=cuda_devices, enabled=True):
         try:
             yield
         finally:
             random.setstate(py_state)
-            _set_numpy_state(np_state)
-
-
-def _numpy_state() -> Any:
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
-        return None
-    return np.random.get_state()
-
-
-def _set_numpy_state(state: Any) -> None:
-    if state is None:  # pragma: no cover
-        return
-    import numpy as np
-
-    np.random.set_state(state)
+            np.random.set_state(np_state)
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -15,9 +15,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_saliency._runtime import preserved_rng
 from lightning_saliency.exceptions import SaliencyWarning
 
-__all__ = ["Probe", "balanced_positions", "probe_from_dataloader", "probe_from_dataset", "split_sample"]
+__all__ = [
+    "Probe",
+    "balanced_positions",
+    "data_class_names",
+    "probe_from_dataloader",
+    "probe_from_dataset",
+    "probe_from_trainer",
+    "split_sample",
+]
 
 _INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values", "img")
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class", "cls")
@@ -262,3 +271,52 @@ def _stack(samples: list[tuple[Tensor, Any]], indices: list[int] | None) -> Prob
         labels_list = [_as_label(y) for _, y in samples]
         labels = None if any(lab is None for lab in labels_list) else torch.tensor(labels_list, dtype=torch.long)
         return Probe(inputs=inputs, labels=labels, indices=indices)
+
+
+def _stage_loader(trainer: Any, stage: str) -> Any:
+    """The first dataloader of ``stage`` (``"validate"`` or ``"test"``) of a Lightning trainer."""
+    loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    if loader is None:
+        raise ValueError(f"SaliencyMonitor needs {stage} data to take its probe from, or `probe=`.")
+    return loader
+
+
+def _map_style(dataset: Any) -> bool:
+    return dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
+
+
+def probe_from_trainer(trainer: Any, stage: str, num_samples: int, indices: Sequence[int] | None = None) -> Probe:
+    """The probe of a Lightning stage, taken from its first dataloader without touching training's RNG streams.
+
+    From a map-style dataset by ``indices``, or ``num_samples`` chosen deterministically and class-balanced
+    (:func:`probe_from_dataset`); from an iterable dataset, its first batches (:func:`probe_from_dataloader`).
+
+    Raises:
+        ValueError: If the stage has no data, or ``indices`` are given for an iterable dataset.
+    """
+    loader = _stage_loader(trainer, stage)
+    dataset = getattr(loader, "dataset", None)
+    with preserved_rng([trainer.strategy.root_device]), torch.inference_mode(False):
+        if _map_style(dataset):
+            return probe_from_dataset(dataset, num_samples, indices)
+        if indices is not None:
+            raise ValueError("probe indices need a map-style validation dataset (with __len__/__getitem__).")
+        return probe_from_dataloader(loader, num_samples)
+
+
+def data_class_names(trainer: Any, stage: str) -> list[str] | None:
+    """The ``classes`` (a sequence of names) of the stage's dataset or of the datamodule, if either has one.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> data = SimpleNamespace(dataset=SimpleNamespace(classes=["cat", "dog"]))
+        >>> data_class_names(SimpleNamespace(val_dataloaders=data, datamodule=None), "validate")
+        ['cat', 'dog']
+    """
+    dataset = getattr(_stage_loader(trainer, stage), "dataset", None)
+    for owner in (dataset, getattr(trainer, "datamodule", None)):
+        classes = getattr(owner, "classes", None)
+        if isinstance(classes, Sequence) and not isinstance(classes, str) and all(isinstance(c, str) for c in classes):
+            return list(classes)
+    return None

@@ -21,7 +21,7 @@ if __name__ == "__main__":
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader
 
-    import lightning_saliency.callbacks.saliency_monitor as monitor_module
+    import lightning_saliency.monitoring.scoring as scoring_module
     from lightning_saliency import SaliencyMonitor
     from lightning_saliency.methods import Gradient
 
@@ -36,15 +36,15 @@ if __name__ == "__main__":
     out, world, num_samples = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     fail = sys.argv[4:] == ["fail"]
     if fail:
-        real = monitor_module.evaluate_scores
+        real = scoring_module.compute_scores
 
-        def evaluate_scores(model, inputs, targets, maps, names, **kwargs):
+        def compute_scores(ctx, names, **kwargs):
             rank1 = torch.distributed.is_initialized() and torch.distributed.get_rank() == 1
             if rank1 and "insertion" in names:
                 raise RuntimeError("insertion exploded on rank 1")
-            return real(model, inputs, targets, maps, names, **kwargs)
+            return real(ctx, names, **kwargs)
 
-        monitor_module.evaluate_scores = evaluate_scores
+        scoring_module.compute_scores = compute_scores
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     model = TinyClassifier()

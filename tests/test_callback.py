@@ -19,16 +19,17 @@ from _lightning_models import (
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from lightning_saliency import Probe, SaliencyMonitor, SaliencyWarning, render
+from lightning_saliency import Probe, SaliencyMonitor, SaliencyWarning
 from lightning_saliency.methods import GradCAM
+from lightning_saliency.render import text
 
 ALL_GRADIENT_FAMILY = ["gradient", "gradient_x_input", "smoothgrad", "gradcam", "gradcam++"]
 
 
 def text_heights(width: int, labels: list[list[str]]) -> tuple[int, list[int]]:
     """Heights of a grid's title strip and of each image's caption, as the renderer draws them at this width."""
-    font = render._font(render._font_size(width))
-    return render._text_strip([], 1, width, font).shape[1], [render._caption(r, width, font).shape[1] for r in labels]
+    font = text._font(text._font_size(width))
+    return text._text_strip([], 1, width, font).shape[1], [text._caption(r, width, font).shape[1] for r in labels]
 
 
 def test_fit_logs_grids_and_timings_every_epoch(tmp_path):

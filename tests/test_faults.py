@@ -11,7 +11,7 @@ from _lightning_models import TinyClassifier, loaders, read_events, trainer
 from test_hardening import assert_no_hooks, assert_untouched, build, snapshot
 from torch import Tensor, nn
 
-import lightning_saliency.callbacks.saliency_monitor as monitor_module
+import lightning_saliency.monitoring.scoring as scoring_module
 from lightning_saliency import SaliencyMonitor, SaliencyWarning
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
 from lightning_saliency.methods import GradCAM, ScoreCAM, compute_saliency
@@ -117,17 +117,17 @@ def test_a_method_raising_in_training_is_reported_once_and_training_continues(me
 
 
 def test_a_score_raising_in_training_is_reported_once_and_training_continues(tmp_path, monkeypatch):
-    real = monitor_module.evaluate_scores
+    real = scoring_module.compute_scores
     calls: list[list[str]] = []
 
     def exploding(*args: Any, **kwargs: Any) -> Any:
-        names = list(args[4])
+        names = list(args[1])
         calls.append(names)
         if "insertion" in names:
             raise RuntimeError("insertion score exploded")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(monitor_module, "evaluate_scores", exploding)
+    monkeypatch.setattr(scoring_module, "compute_scores", exploding)
     train, val = loaders()
     model = TinyClassifier(frozen_backbone=True)
     monitor = SaliencyMonitor(

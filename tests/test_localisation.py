@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from lightning_saliency import get_method
 from lightning_saliency.localisation import (
     box_iou,
-    draw_localisation,
     largest_component,
     mask_iou,
     mask_to_box,
@@ -18,6 +17,7 @@ from lightning_saliency.localisation import (
     saliency_to_mask,
 )
 from lightning_saliency.metrics.functional.localisation import region_masks
+from lightning_saliency.render import draw_localisation
 
 BOX = (3, 2, 11, 8)  # (x1, y1, x2, y2): columns 3..10, rows 2..7 of a 12 x 14 image
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_saliency._checks import int_at_least, non_empty_str
 from lightning_saliency.exceptions import SaliencyWarning
+from lightning_saliency.monitoring.sinks import Record, Sink, sinks_for
 
 __all__: list[str] = []
 
@@ -37,6 +42,7 @@ class EpochEndMonitor(Callback, ABC):
         self.every_n_epochs = int_at_least(every_n_epochs, 1, "every_n_epochs")
         self.log_prefix = non_empty_str(log_prefix, "log_prefix")
         self._warned_no_tensorboard = False
+        self._sinks: dict[int, Sink] = {}  # one per logger, kept across stages (each writes its layout once)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Refuse a second monitor writing the same tags; warn once when no TensorBoard logger shows the images.
@@ -92,3 +98,28 @@ class EpochEndMonitor(Callback, ABC):
     @staticmethod
     def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
         return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+    def _write(self, trainer: pl.Trainer, record: Record) -> None:
+        """Write ``record`` to every sink of the trainer (one per logger); rank 0 only, no collectives."""
+        if trainer.is_global_zero:
+            for sink in sinks_for(trainer, self._sinks):
+                sink.write(record)
+
+
+@contextmanager
+def progress_bar(trainer: pl.Trainer, total: int, desc: str) -> Iterator[Callable[[str], None]]:
+    """A transient tqdm bar under Lightning's own (rank 0, when Lightning shows a TQDM bar): ``advance(what)``."""
+    bar_callback = trainer.progress_bar_callback
+    if not (trainer.is_global_zero and isinstance(bar_callback, TQDMProgressBar) and bar_callback.is_enabled):
+        yield lambda _: None
+        return
+    bar = Tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout)
+
+    def advance(what: str) -> None:
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(1)
+
+    try:
+        yield advance
+    finally:
+        bar.close()

@@ -17,6 +17,7 @@ from lightning_saliency._runtime import OutputAdapter, Precision, Run, eval_mode
 from lightning_saliency.callbacks._base import EpochEndMonitor
 from lightning_saliency.class_model import InitSpec, class_model_visualisation, valid_input_range
 from lightning_saliency.exceptions import SaliencyWarning
+from lightning_saliency.monitoring.sinks import Image, Record
 from lightning_saliency.probe import split_sample
 from lightning_saliency.render import to_display
 
@@ -232,10 +233,9 @@ class ClassModelMonitor(EpochEndMonitor):
             return
         images = self.compute(pl_module, precision=Precision.from_trainer(trainer))
         self.last_images = images
-        grid = self.grid(images)
         tag = f"{self._prefix(stage)}/grid"
-        for logger in self._tensorboard_loggers(trainer):
-            logger.experiment.add_image(tag, grid, global_step=trainer.global_step, dataformats="CHW")
+        caption = f"classes {self.classes} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        self._write(trainer, Record(trainer.global_step, images=[Image(tag, self.grid(images), caption)]))
 
 
 # ---------------------------------------------------------------------- argument checks

@@ -2,10 +2,11 @@
 
 Pure functions live in :mod:`lightning_saliency.metrics.functional` (one value per image); the
 :class:`torchmetrics.Metric` classes here average them with ``sum``-reduced states (DDP-safe) and share the
-same private helpers. :func:`evaluate_scores` computes every cheap per-method score of a batch in one call.
+same private helpers. :data:`SCORES` (:mod:`lightning_saliency.metrics.registry`) says for each score what it
+means, when it runs and what it needs; :func:`compute_scores` dispatches from it, and :func:`evaluate_scores`
+computes every cheap per-method score of a batch in one call.
 """
 
-from lightning_saliency.metrics._evaluate import SCORES, ScoreInfo, Scores, evaluate_scores
 from lightning_saliency.metrics.functional import (
     average_drop,
     curve_auc,
@@ -31,6 +32,15 @@ from lightning_saliency.metrics.functional import (
 )
 from lightning_saliency.metrics.localisation import EnergyPointingGame, LocalisationIoU, PointingGame
 from lightning_saliency.metrics.perturbation import AverageDrop, DeletionAUC, IncreaseInConfidence, InsertionAUC
+from lightning_saliency.metrics.registry import (
+    SCORES,
+    ScoreContext,
+    ScoreInfo,
+    Scores,
+    compute_scores,
+    default_scores,
+    evaluate_scores,
+)
 from lightning_saliency.metrics.road import ROADCombined
 from lightning_saliency.metrics.robustness import Infidelity, SensitivityMax
 from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
@@ -50,11 +60,14 @@ __all__ = [
     "PointingGame",
     "ROADCombined",
     "SaliencyAttack",
+    "ScoreContext",
     "ScoreInfo",
     "Scores",
     "SensitivityMax",
     "average_drop",
+    "compute_scores",
     "curve_auc",
+    "default_scores",
     "deletion_curve",
     "energy_pointing_game",
     "evaluate_scores",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_saliency.localisation import box_iou, largest_component, mask_iou, mask_to_box, saliency_to_mask
 from lightning_saliency.metrics.functional._common import _check_maps
 
 __all__ = ["energy_pointing_game", "pointing_game", "region_masks", "localisation_iou"]
@@ -155,8 +156,6 @@ def localisation_iou(maps: Tensor, boxes: Tensor | None = None, masks: Tensor | 
         >>> localisation_iou(maps, boxes=torch.tensor([[1.0, 2.0, 5.0, 8.0]]))
         tensor([0.6667])
     """
-    from lightning_saliency.localisation import box_iou, largest_component, mask_iou, mask_to_box, saliency_to_mask
-
     if boxes is None and masks is None:
         raise ValueError("localisation_iou needs boxes [B, 4] or masks [B, H, W], got neither.")
     predicted = largest_component(saliency_to_mask(maps, "otsu"))  # [B,H,W]

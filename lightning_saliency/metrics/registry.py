@@ -1,0 +1,492 @@
+"""The score registry: what each score is, when it runs, what it needs, and how it is computed from one context.
+
+Every score is one :data:`SCORES` entry (:class:`ScoreInfo`). The monitor and :func:`evaluate_scores` dispatch
+from it alone: :func:`compute_scores` computes any set of scores of one method's maps from a
+:class:`ScoreContext`, each group of scores that share forwards in one call, and skips those whose needs the
+context does not meet. Adding a score is one entry here (with its functional in
+:mod:`lightning_saliency.metrics.functional`); the conformance test (``tests/metrics/test_score_registry.py``)
+iterates the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Literal
+
+from torch import Tensor, nn
+
+from lightning_saliency._runtime import Run
+from lightning_saliency.methods.base import SaliencyMethod
+from lightning_saliency.metrics.functional._common import (
+    _check_batch_size,
+    _check_maps,
+    _check_model_inputs,
+    _chunked_target_probs,
+    _pixel_ranks,
+    _scoring,
+)
+from lightning_saliency.metrics.functional.attack import saliency_attack_score
+from lightning_saliency.metrics.functional.correlation import map_stability
+from lightning_saliency.metrics.functional.localisation import energy_pointing_game, localisation_iou, pointing_game
+from lightning_saliency.metrics.functional.perturbation import (
+    DEFAULT_STEPS,
+    Baseline,
+    _average_drop_per_image,
+    _check_steps,
+    _increase_per_image,
+    _mode_curves,
+    average_drop,
+    curve_auc,
+    deletion_curve,
+    increase_in_confidence,
+    insertion_curve,
+)
+from lightning_saliency.metrics.functional.road import road_score
+from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
+from lightning_saliency.metrics.functional.sanity import model_randomisation_score
+from lightning_saliency.targets import Target, TargetLike
+
+__all__ = [
+    "SCORES",
+    "Need",
+    "ScoreContext",
+    "ScoreInfo",
+    "Scores",
+    "compute_scores",
+    "default_scores",
+    "evaluate_scores",
+]
+
+Need = Literal["model", "regions", "previous_maps", "method", "input_bounds"]
+"""What a score reads from its :class:`ScoreContext` besides the maps:
+
+* ``"model"``: the model, inputs and targets (it runs forwards);
+* ``"regions"``: ground-truth ``boxes`` or ``masks`` (without them it is skipped, with the reason);
+* ``"previous_maps"``: the previous logged epoch's maps (it starts at the second logged epoch);
+* ``"method"``: the saliency method that made the maps (it recomputes maps);
+* ``"input_bounds"``: the valid input range, when known (used to clamp; optional).
+"""
+
+
+@dataclass
+class ScoreContext:
+    """Everything any score may read, for one method's maps of one batch.
+
+    Attributes:
+        maps: ``[B, 1, H, W]`` maps in [0, 1] at the input resolution.
+        model: The classifier (``None`` for scores that need no forward, e.g. ``map_stability``).
+        inputs: ``[B, C, H, W]`` the images.
+        targets: What the maps explain.
+        run: Precision and output adapter.
+        method: The method that made ``maps`` (for scores that recompute maps).
+        boxes: ``[B, 4]`` ground-truth boxes ``(x1, y1, x2, y2)``, or ``None``.
+        masks: ``[B, H, W]`` ground-truth masks, or ``None``.
+        previous_maps: The same images' maps at the previous logged epoch (any resolution the history keeps).
+        input_bounds: ``(low, high)`` of valid inputs, or ``None``.
+        steps: Steps of the deletion/insertion curves.
+        batch_size: Most images per forward.
+        deletion_baseline: Substrate of deleted pixels.
+        insertion_baseline: Substrate insertion starts from.
+        pointing_tolerance: Pointing-game tolerance in pixels.
+    """
+
+    maps: Tensor
+    model: nn.Module | None = None
+    inputs: Tensor | None = None
+    targets: Target | None = None
+    run: Run = field(default_factory=Run)
+    method: SaliencyMethod | None = None
+    boxes: Tensor | None = None
+    masks: Tensor | None = None
+    previous_maps: Tensor | None = None
+    input_bounds: tuple[float, float] | None = None
+    steps: int = DEFAULT_STEPS
+    batch_size: int = 64
+    deletion_baseline: Baseline = "zero"
+    insertion_baseline: Baseline = "blur"
+    pointing_tolerance: float = 0.0
+
+    @cached_property
+    def ranks(self) -> Tensor:
+        """Every pixel's rank by saliency ``[B, H*W]`` (0 = most salient), shared by deletion and insertion."""
+        return _pixel_ranks(self.maps)
+
+    def unmet(self, needs: frozenset[Need]) -> str | None:
+        """Why a score with these needs cannot run on this context (a sentence), or ``None`` if it can."""
+        if "model" in needs and (self.model is None or self.inputs is None or self.targets is None):
+            return "needs the model, inputs and targets"
+        if "regions" in needs and self.boxes is None and self.masks is None:
+            return "needs boxes or masks"
+        if "previous_maps" in needs and self.previous_maps is None:
+            return "needs the previous logged epoch's maps"
+        if "method" in needs and self.method is None:
+            return "needs the method that made the maps"
+        return None
+
+
+Compute = Callable[[ScoreContext], dict[str, Tensor]]
+"""Computes a score's group from a context: name -> ``[B]`` per image (plus ``"<mode>_curve"`` for the curves)."""
+
+
+@dataclass(frozen=True)
+class ScoreInfo:
+    """What a score means, when it runs, what it needs, and how it is computed.
+
+    Attributes:
+        description: One line for logs and docs.
+        higher_is_better: ``True``/``False``, or ``None`` where neither direction is better.
+        function: The public function that computes it (in :mod:`lightning_saliency.metrics.functional`).
+        compute: Computes the score's whole ``group`` from a :class:`ScoreContext`.
+        needs: What it reads from the context (:data:`Need`).
+        schedule: ``"every_epoch"`` (cheap: every logged epoch) or ``"costly"`` (every ``expensive_every_n_epochs``
+            in ``fit``, every time in ``validate``/``test``).
+        default: Whether the monitor computes it by default (the costly ones are opt-in).
+        group: Scores with the same group share their forwards and are computed by one ``compute`` call (default:
+            the score's own name).
+    """
+
+    description: str
+    higher_is_better: bool | None
+    function: Callable[..., Tensor]
+    compute: Compute
+    needs: frozenset[Need] = frozenset({"model"})
+    schedule: Literal["every_epoch", "costly"] = "every_epoch"
+    default: bool = True
+    group: str = ""
+
+    @property
+    def in_evaluate_scores(self) -> bool:
+        """Whether :func:`evaluate_scores` computes it: the cheap scores of the maps of one epoch alone."""
+        return self.schedule == "every_epoch" and not self.needs & {"previous_maps", "method"}
+
+
+def _model_context(ctx: ScoreContext) -> tuple[nn.Module, Tensor, Target]:
+    """``(model, inputs, targets)`` of a context that :meth:`ScoreContext.unmet` let through for ``"model"``."""
+    if ctx.model is None or ctx.inputs is None or ctx.targets is None:
+        raise ValueError("This score needs the model, inputs and targets in its ScoreContext.")
+    return ctx.model, ctx.inputs, ctx.targets
+
+
+def _curve(mode: str) -> Compute:
+    def compute(ctx: ScoreContext) -> dict[str, Tensor]:
+        model, inputs, targets = _model_context(ctx)
+        baseline = ctx.deletion_baseline if mode == "deletion" else ctx.insertion_baseline
+        with _scoring(model, inputs):
+            curves = _mode_curves(mode, model, inputs, targets, ctx.ranks, baseline, ctx.steps, ctx.batch_size, ctx.run)
+        return {mode: curve_auc(curves), f"{mode}_curve": curves}
+
+    return compute
+
+
+def _confidence(ctx: ScoreContext) -> dict[str, Tensor]:
+    """Average Drop and Increase in Confidence from the same two forwards (inputs, inputs * map)."""
+    model, inputs, targets = _model_context(ctx)
+    with _scoring(model, inputs):
+        y = _chunked_target_probs(model, inputs, targets, ctx.run, ctx.batch_size)
+        o = _chunked_target_probs(model, inputs * ctx.maps.to(inputs.dtype), targets, ctx.run, ctx.batch_size)
+    return {"average_drop": _average_drop_per_image(y, o), "increase_in_confidence": _increase_per_image(y, o)}
+
+
+def _pointing(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"pointing_game": pointing_game(ctx.maps, ctx.boxes, ctx.masks, tolerance=ctx.pointing_tolerance)}
+
+
+def _energy(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"energy_pointing_game": energy_pointing_game(ctx.maps, ctx.boxes, ctx.masks)}
+
+
+def _iou(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"localisation_iou": localisation_iou(ctx.maps, ctx.boxes, ctx.masks)}
+
+
+def _randomisation(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    rho = model_randomisation_score(model, inputs, targets, ctx.method, maps=ctx.maps, run=ctx.run)  # [S,B]
+    return {"model_randomisation": rho.mean(0)}
+
+
+def _attack(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    return {
+        "saliency_attack": saliency_attack_score(model, inputs, targets, ctx.maps, run=ctx.run, bounds=ctx.input_bounds)
+    }
+
+
+def _stability(ctx: ScoreContext) -> dict[str, Tensor]:
+    assert ctx.previous_maps is not None
+    return {"map_stability": map_stability(ctx.previous_maps, ctx.maps).float()}
+
+
+def _road(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    return {"road": road_score(model, inputs, targets, ctx.maps, batch_size=ctx.batch_size, run=ctx.run)}
+
+
+def _infidelity(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    return {"infidelity": infidelity(model, inputs, targets, ctx.maps, batch_size=ctx.batch_size, run=ctx.run)}
+
+
+def _sensitivity(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    return {"sensitivity_max": sensitivity_max(ctx.method, model, inputs, targets, run=ctx.run)}
+
+
+_REGIONS: frozenset[Need] = frozenset({"regions"})
+_COSTLY = {"schedule": "costly", "default": False}
+
+SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
+    {
+        "deletion": ScoreInfo(
+            "Area under the target probability as the most salient pixels are deleted (RISE).",
+            False,
+            deletion_curve,
+            _curve("deletion"),
+        ),
+        "insertion": ScoreInfo(
+            "Area under the target probability as the most salient pixels are restored onto a blur (RISE).",
+            True,
+            insertion_curve,
+            _curve("insertion"),
+        ),
+        "average_drop": ScoreInfo(
+            "Average Drop: relative fall of the target probability on input * map, in [0, 1].",
+            False,
+            average_drop,
+            _confidence,
+            group="confidence",
+        ),
+        "increase_in_confidence": ScoreInfo(
+            "Increase in Confidence: the share of images whose target probability rises on input * map, in [0, 1].",
+            True,
+            increase_in_confidence,
+            _confidence,
+            group="confidence",
+        ),
+        "pointing_game": ScoreInfo(
+            "Pointing game: the map's maximum lies in the ground-truth region.",
+            True,
+            pointing_game,
+            _pointing,
+            needs=_REGIONS,
+        ),
+        "energy_pointing_game": ScoreInfo(
+            "Energy-based pointing game: share of the map's mass in the ground-truth region.",
+            True,
+            energy_pointing_game,
+            _energy,
+            needs=_REGIONS,
+        ),
+        "localisation_iou": ScoreInfo(
+            "IoU of the box (or mask) of the map's largest Otsu component with the ground truth (Simonyan 2014).",
+            True,
+            localisation_iou,
+            _iou,
+            needs=_REGIONS,
+        ),
+        "model_randomisation": ScoreInfo(
+            "Spearman |rho| between maps of the model and of a copy with randomised top layers (sanity check).",
+            False,
+            model_randomisation_score,
+            _randomisation,
+            needs=frozenset({"model", "method"}),
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "saliency_attack": ScoreInfo(
+            "Attack norm on the most salient pixels over that on random pixels (CAMERAS-style).",
+            False,
+            saliency_attack_score,
+            _attack,
+            needs=frozenset({"model", "input_bounds"}),
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "map_stability": ScoreInfo(
+            "Spearman rho between each image's map at this epoch and at the previous one.",
+            None,
+            map_stability,
+            _stability,
+            needs=frozenset({"previous_maps"}),
+        ),
+        "road": ScoreInfo(
+            "ROAD combined: (LeRF - MoRF) / 2 probability with noisy linear imputation, over 10..90 % removed.",
+            True,
+            road_score,
+            _road,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "infidelity": ScoreInfo(
+            "Infidelity (captum): mean squared error of attributions . noise vs the logit change, N(0, 0.003).",
+            False,
+            infidelity,
+            _infidelity,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "sensitivity_max": ScoreInfo(
+            "Max-sensitivity (captum): largest relative change of the explanation within an L-inf ball of 0.02.",
+            False,
+            sensitivity_max,
+            _sensitivity,
+            needs=frozenset({"model", "method"}),
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+    }
+)
+"""Score name -> :class:`ScoreInfo`, in the order the monitor computes and lists them."""
+
+
+def default_scores() -> tuple[str, ...]:
+    """The scores the monitor computes by default: every cheap one.
+
+    Example:
+        >>> default_scores()[:3]
+        ('deletion', 'insertion', 'average_drop')
+    """
+    return tuple(name for name, info in SCORES.items() if info.default)
+
+
+def _group(name: str) -> str:
+    return SCORES[name].group or name
+
+
+class Scores(dict[str, Tensor]):
+    """The result of :func:`compute_scores`: name -> per-image tensor, plus ``skipped`` (name -> reason)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: dict[str, str] = {}
+
+
+def score_groups(names: Sequence[str]) -> list[list[str]]:
+    """``names`` (registered, in registry order) in groups that share their forwards, in registry order.
+
+    Example:
+        >>> score_groups(["increase_in_confidence", "deletion", "average_drop"])
+        [['deletion'], ['average_drop', 'increase_in_confidence']]
+    """
+    wanted = [n for n in SCORES if n in set(names)]
+    groups: dict[str, list[str]] = {}
+    for name in wanted:
+        groups.setdefault(_group(name), []).append(name)
+    return list(groups.values())
+
+
+def compute_scores(
+    ctx: ScoreContext, names: Sequence[str], *, on_group: Callable[[list[str]], None] | None = None
+) -> Scores:
+    """Compute ``names`` from ``ctx``, per image, dispatching each group of scores to its registry entry.
+
+    A score whose needs ``ctx`` does not meet is left out, with the reason in ``result.skipped``. ``on_group`` is
+    called with each group's names once it was computed (the monitor times and reports through it).
+    """
+    result = Scores()
+    for group in score_groups(names):
+        reason = ctx.unmet(SCORES[group[0]].needs)
+        if reason is not None:
+            result.skipped.update(dict.fromkeys(group, reason))
+            continue
+        out = SCORES[group[0]].compute(ctx)
+        result.update({k: v for k, v in out.items() if k in group or (k.endswith("_curve") and k[:-6] in group)})
+        if on_group is not None:
+            on_group(group)
+    return result
+
+
+def _check_names(names: Sequence[str]) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    out = []
+    for name in names:
+        info = SCORES.get(name)
+        if info is None:
+            cheap = [n for n, i in SCORES.items() if i.in_evaluate_scores]
+            raise ValueError(f"Unknown score {name!r}. evaluate_scores computes: {', '.join(cheap)}.")
+        if not info.in_evaluate_scores:
+            raise ValueError(
+                f"Score {name!r} is not computed by evaluate_scores (it is expensive or needs history); call "
+                f"lightning_saliency.metrics.functional.{info.function.__name__} instead."
+            )
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def evaluate_scores(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: TargetLike,
+    maps: Tensor,
+    names: Sequence[str],
+    *,
+    run: Run | None = None,
+    boxes: Tensor | None = None,
+    masks: Tensor | None = None,
+    batch_size: int = 64,
+    steps: int = DEFAULT_STEPS,
+    deletion_baseline: Baseline = "zero",
+    insertion_baseline: Baseline = "blur",
+    pointing_tolerance: float = 0.0,
+) -> Scores:
+    """Compute the cheap scores ``names`` of one method's ``maps``, per image, without gradients.
+
+    All forwards run in ``torch.inference_mode`` (fine inside Lightning's validate/test), chunked to
+    ``batch_size`` inputs, with the model in eval mode (restored per submodule) and the global RNG preserved.
+    Average Drop and Increase in Confidence share their two forwards. Localisation scores (pointing games and
+    ``localisation_iou``: Otsu threshold, largest component, box) need ``boxes`` or
+    ``masks``; without them they are left out and listed in ``result.skipped`` with the reason.
+
+    Args:
+        model: Classifier returning logits.
+        inputs: ``[B, C, H, W]`` float images.
+        targets: What the maps explain: a :class:`~lightning_saliency.targets.Target` or ``[B]`` class indices
+            (RISE and Score-CAM use the predicted class).
+        maps: ``[B, 1, H, W]`` maps in [0, 1] at the input resolution.
+        names: Score names, a subset of those in :data:`SCORES` with ``in_evaluate_scores``.
+        run: Precision and output adapter.
+        boxes: ``[B, 4]`` ``(x1, y1, x2, y2)`` regions (x = column, half-open) for the localisation scores.
+        masks: ``[B, H, W]`` bool regions, instead of boxes.
+        batch_size: Most images per forward.
+        steps: Steps of the deletion/insertion curves.
+        deletion_baseline: Substrate of deleted pixels.
+        insertion_baseline: Substrate insertion starts from.
+        pointing_tolerance: Pointing-game tolerance in pixels.
+
+    Returns:
+        :class:`Scores` (a dict): each name -> ``[B]`` float32 on the inputs' device (deletion/insertion:
+        the AUC), plus ``"deletion_curve"``/``"insertion_curve"`` -> ``[B, steps + 1]`` when requested.
+        Means over images are the papers' scores.
+
+    Raises:
+        ValueError: For an unknown or expensive score name, or bad shapes.
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> scores = evaluate_scores(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 2]), torch.rand(2, 1, 4, 4),
+        ...                          ["deletion", "average_drop", "pointing_game"], steps=4)
+        >>> sorted(scores), scores["deletion_curve"].shape, scores.skipped
+        (['average_drop', 'deletion', 'deletion_curve'], torch.Size([2, 5]), {'pointing_game': 'needs boxes or masks'})
+    """
+    wanted = _check_names(names)
+    target = _check_model_inputs(inputs, targets)
+    _check_steps(steps)
+    _check_batch_size(batch_size)
+    ctx = ScoreContext(
+        maps=_check_maps(maps, inputs),
+        model=model,
+        inputs=inputs,
+        targets=target,
+        run=run or Run(),
+        boxes=boxes,
+        masks=masks,
+        steps=steps,
+        batch_size=batch_size,
+        deletion_baseline=deletion_baseline,
+        insertion_baseline=insertion_baseline,
+        pointing_tolerance=pointing_tolerance,
+    )
+    return compute_scores(ctx, wanted)
