@@ -130,3 +130,10 @@ def test_pins_are_what_is_installed():
         if installed.split("+")[0] != version.split("+")[0]:
             mismatched.append(f"{name}: pinned {version}, installed {installed}")
     assert not mismatched, "\n".join(mismatched)
+
+
+def test_every_package_directory_is_a_package_that_a_wheel_includes():
+    # setuptools' find_packages (pyproject.toml: include = ["lightning_saliency*"]) only takes folders with one.
+    folders = {p.parent for p in (ROOT / "lightning_saliency").rglob("*.py") if "__pycache__" not in p.parts}
+    missing = sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists())
+    assert not missing, f"folders without __init__.py (left out of a wheel): {missing}"
