@@ -52,10 +52,10 @@ from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods import SaliencyMethod
 from lightning_saliency.metrics import default_scores
 from lightning_saliency.monitoring.maps import compute_maps, method_groups
-from lightning_saliency.monitoring.rendering import RenderOptions, render_epoch
+from lightning_saliency.monitoring.rendering import RenderOptions, probe_view, render_epoch
 from lightning_saliency.monitoring.result import EpochResult, Failures, describe, drop_failed
 from lightning_saliency.monitoring.scoring import scheduled_scores, score_maps
-from lightning_saliency.monitoring.sinks import Record
+from lightning_saliency.monitoring.sinks import Image, ProbeView, Record
 from lightning_saliency.monitoring.summary import Alarm, History, alarm_lines, summarise, summary_table
 from lightning_saliency.probe import Probe, data_class_names, probe_from_trainer
 from lightning_saliency.render import COLORMAPS, row_labels
@@ -436,6 +436,17 @@ class SaliencyMonitor(EpochEndMonitor):
     ) -> None:
         """Phases 5 to 7 on rank 0: summarise across epochs, render, write to the sinks."""
         prefix, epoch, step = self._prefix(stage), trainer.current_epoch, trainer.global_step
+        alarms = self._run_summary(trainer, stage, probe, result)
+        images, view = self._run_render(prefix, stage, probe, result, alarms, f"epoch {epoch}, step {step}")
+        texts = {f"{prefix}/alarms": "\n".join(f"- {line}" for line in alarms)} if alarms else {}
+        result.times["total"] = time.perf_counter() - start
+        scalars = {f"{prefix}/{lb}/{name}": v for lb, vals in self.last_scores.items() for name, v in vals.items()}
+        scalars.update({f"{prefix}/time/{name}": seconds for name, seconds in result.times.items()})
+        self._write(trainer, Record(step, images, scalars, texts, self._charts(prefix), view))
+
+    def _run_summary(self, trainer: pl.Trainer, stage: str, probe: Probe, result: EpochResult) -> list[str]:
+        """Phase 5: the history and the scores against the previous epoch (validation), means, alarms that fired."""
+        epoch = trainer.current_epoch
         self.last_maps = result.maps
         if stage == "validate":
             failures = Failures(isolate=not self.strict)
@@ -448,6 +459,16 @@ class SaliencyMonitor(EpochEndMonitor):
         if stage == "validate":
             for label, values in self.last_scores.items():
                 self._first_scores.setdefault(label, dict(values))
+        lines = alarm_lines(self.alarms, [m.label for m in self.methods], result.scores, epoch, probe.indices)
+        if lines:
+            self.alarm_log = (self.alarm_log + lines)[-100:]
+            rank_zero_warn("SaliencyMonitor alarm: " + "; ".join(lines), category=SaliencyWarning)
+        return lines
+
+    def _run_render(
+        self, prefix: str, stage: str, probe: Probe, result: EpochResult, alarms: list[str], when: str
+    ) -> tuple[list[Image], ProbeView]:
+        """Phase 6: the captioned images of the epoch, and the view of it that TensorBoard's SALIENCY tab shows."""
         self.last_row_labels = rows = row_labels(
             result.predicted,
             result.confidence,
@@ -460,17 +481,9 @@ class SaliencyMonitor(EpochEndMonitor):
             self.mean, self.std, self.alpha, self.colormap, self.min_display_size, self.grid_columns, self.localisation
         )
         history = self.history if stage == "validate" else None
-        images = render_epoch(prefix, probe, result, rows, history, options, f"epoch {epoch}, step {step}")
-        lines = alarm_lines(self.alarms, [m.label for m in self.methods], result.scores, epoch, probe.indices)
-        texts = {}
-        if lines:
-            self.alarm_log = (self.alarm_log + lines)[-100:]
-            rank_zero_warn("SaliencyMonitor alarm: " + "; ".join(lines), category=SaliencyWarning)
-            texts[f"{prefix}/alarms"] = "\n".join(f"- {line}" for line in lines)
-        result.times["total"] = time.perf_counter() - start
-        scalars = {f"{prefix}/{lb}/{name}": v for lb, vals in self.last_scores.items() for name, v in vals.items()}
-        scalars.update({f"{prefix}/time/{name}": seconds for name, seconds in result.times.items()})
-        self._write(trainer, Record(step, images, scalars, texts, self._charts(prefix)))
+        images = render_epoch(prefix, probe, result, rows, history, options, when)
+        view = probe_view(prefix, probe, result, rows, alarms, options)
+        return images, view
 
     def _charts(self, prefix: str) -> dict[str, dict[str, list[str]]]:
         """The scalars drawn together: one chart per score (a line per method), and the timings."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 
 from lightning_saliency.localisation import saliency_to_box
 from lightning_saliency.monitoring.result import EpochResult
-from lightning_saliency.monitoring.sinks import Image
+from lightning_saliency.monitoring.sinks import Image, ProbeView
 from lightning_saliency.monitoring.summary import History
 from lightning_saliency.probe import Probe
 from lightning_saliency.render import (
@@ -23,7 +24,7 @@ from lightning_saliency.render import (
     to_display,
 )
 
-__all__ = ["RenderOptions", "render_epoch"]
+__all__ = ["RenderOptions", "probe_view", "render_epoch"]
 
 _X_LABELS = {"deletion": "fraction of pixels deleted", "insertion": "fraction of pixels inserted"}
 
@@ -116,3 +117,23 @@ def render_epoch(
         modes = " and ".join(result.curves)
         out.append(Image(f"{prefix}/curves", torch.cat(panels, 1), f"mean {modes} curves of {labels} ({when})"))
     return out
+
+
+def probe_view(
+    prefix: str, probe: Probe, result: EpochResult, rows: list[list[str]], alarms: list[str], options: RenderOptions
+) -> ProbeView:
+    """The epoch as the SALIENCY tab shows it (:class:`~lightning_saliency.monitoring.sinks.ProbeView`)."""
+    scores = {
+        label: {name: [None if math.isnan(v) else v for v in values.tolist()] for name, values in by_name.items()}
+        for label, by_name in result.scores.items()
+    }
+    return ProbeView(
+        prefix=prefix,
+        images=to_display(probe.inputs, options.mean, options.std),
+        maps=dict(result.maps),
+        captions=rows,
+        scores=scores,
+        alarms=list(alarms),
+        colormap=options.colormap,
+        alpha=options.alpha,
+    )

@@ -16,7 +16,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch import Tensor
 
-__all__ = ["Image", "MetricsSink", "Record", "Sink", "TensorBoardSink", "sinks_for"]
+from lightning_saliency.tensorboard.summary import write_probe_view
+
+__all__ = ["Image", "MetricsSink", "ProbeView", "Record", "Sink", "TensorBoardSink", "sinks_for"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,31 @@ class Image:
     tag: str
     image: Tensor
     caption: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """One logged epoch as TensorBoard's SALIENCY tab shows it: every probe image's map of every method.
+
+    Attributes:
+        prefix: The tag prefix of the monitor and stage (``saliency``, ``saliency_test``).
+        images: ``[B, 3, H, W]`` float in [0, 1], the probe as displayed (the same at every epoch).
+        maps: Method label -> ``[B, 1, H, W]`` float maps in [0, 1].
+        captions: Per image, its caption lines (probe position and index, true and predicted class).
+        scores: Method label -> score name -> per-image values (``None`` where unknown).
+        alarms: The alarm lines that fired at this epoch.
+        colormap: The colormap the grids use.
+        alpha: The heat map's opacity over the image in the overlays.
+    """
+
+    prefix: str
+    images: Tensor
+    maps: dict[str, Tensor]
+    captions: list[list[str]]
+    scores: dict[str, dict[str, list[float | None]]]
+    alarms: list[str]
+    colormap: str
+    alpha: float
 
 
 @dataclass
@@ -39,6 +66,7 @@ class Record:
         texts: Tag -> markdown text.
         charts: Category -> chart title -> the scalar tags drawn together in it; a tag ending in ``/`` stands
             for every tag under it (TensorBoard: the custom-scalars layout, written once per writer).
+        view: The epoch for TensorBoard's SALIENCY tab (other sinks ignore it).
     """
 
     step: int
@@ -46,6 +74,7 @@ class Record:
     scalars: dict[str, float] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     charts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    view: ProbeView | None = None
 
 
 class Sink(Protocol):
@@ -78,6 +107,8 @@ class TensorBoardSink:
             writer.add_image(image.tag, image.image, global_step=record.step, dataformats="CHW")
         for tag, text in record.texts.items():
             writer.add_text(tag, text, global_step=record.step)
+        if record.view is not None:
+            write_probe_view(writer, record.view, record.step)
         if record.scalars:
             self.logger.log_metrics(record.scalars, step=record.step)
 
