@@ -16,7 +16,6 @@ from _lightning_models import (
     train_state,
     trainer,
 )
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from lightning_saliency import Probe, SaliencyMonitor, SaliencyWarning
@@ -80,7 +79,6 @@ def test_validate_and_test_entry_points_produce_maps_under_inference_mode(tmp_pa
     assert not torch.is_inference(maps)
 
 
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path, precision):
     base = train_state(tmp_path / "a", [], max_epochs=3, precision=precision)
@@ -114,19 +112,6 @@ def test_one_channel_non_square_inputs(tmp_path):
     assert (image.width, image.height) == (3 * 96 + 4 * 2, title + sum(captions) + 2 * 160 + 3 * 2)
 
 
-def test_without_tensorboard_warns_once_and_logs_timings_to_other_loggers(tmp_path):
-    train, val = loaders()
-    monitor = SaliencyMonitor(methods=["gradient"], num_samples=2)
-    csv = CSVLogger(str(tmp_path), name="csv")
-    tr = trainer(tmp_path, [monitor], logger=csv, max_epochs=2)
-    with pytest.warns(SaliencyWarning, match="no TensorBoardLogger") as record:
-        tr.fit(TinyClassifier(), train, val)
-    assert sum(issubclass(w.category, SaliencyWarning) for w in record) == 1
-    metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
-    assert "saliency/time/total" in metrics
-
-
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_probe_is_deterministic_and_class_balanced(tmp_path):
     _, _val = loaders(n=96)
     # a class-sorted validation set: a naive "first 8" probe would hold one class only
@@ -144,7 +129,6 @@ def test_probe_is_deterministic_and_class_balanced(tmp_path):
     assert torch.bincount(labels, minlength=4).tolist() == [2, 2, 2, 2]
 
 
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_probe_given_as_tensors_indices_and_targets_options(tmp_path):
     _, val = loaders()
     x = torch.randn(3, 3, 16, 16)
@@ -173,7 +157,6 @@ def test_predicted_and_fixed_targets_change_the_maps():
     assert torch.allclose(pred_maps[0], fixed["gradient"][0])
 
 
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_state_dict_round_trip_restores_the_probe_identity(tmp_path):
     _, val = loaders()
     first = SaliencyMonitor(methods=["gradient"], num_samples=3)
@@ -211,7 +194,6 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
         SaliencyMonitor(**kwargs)
 
 
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_wrong_target_layer_name_lists_candidates(tmp_path):
     _, val = loaders()
     monitor = SaliencyMonitor(methods=["gradcam"], target_layer="layer4", num_samples=2, strict=True)
@@ -219,7 +201,6 @@ def test_wrong_target_layer_name_lists_candidates(tmp_path):
         trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
 
 
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_hooks_are_removed_after_an_error_in_the_trainer(tmp_path):
     _, val = loaders()
     model = TinyClassifier()
@@ -342,7 +323,6 @@ def test_localisation_scores_with_probe_boxes_and_costly_scores_every_n(tmp_path
     assert events["saliency/gradient/model_randomisation"][0].step == tr.global_step
 
 
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_scores_in_validate_under_inference_mode_include_costly_ones(tmp_path):
     _, val = loaders()
     monitor = SaliencyMonitor(methods=["gradcam"], num_samples=2, scores=["deletion", "model_randomisation"])
@@ -545,11 +525,40 @@ def test_summary_text_at_the_end_of_fit(tmp_path):
 
 
 def test_progress_bar_during_heavy_work_when_lightning_shows_one(tmp_path, capsys):
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
     _, val = loaders()
     monitor = SaliencyMonitor(methods=["gradient", "gradcam", "smoothgrad"], num_samples=2, scores=["deletion"])
-    trainer(tmp_path, [monitor], enable_progress_bar=True).validate(TinyClassifier(), val, verbose=False)
+    tr = trainer(tmp_path, [monitor, TQDMProgressBar()], enable_progress_bar=True)
+    tr.validate(TinyClassifier(), val, verbose=False)
     out = capsys.readouterr().out
     assert "Saliency:   0%|          | 0/5" in out  # 2 map groups (shared gradient pass, smoothgrad) + 3 scorings
+
+
+def test_progress_under_lightnings_rich_bar(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    pytest.importorskip("rich")
+    added, advanced = [], []
+    _, val = loaders()
+    monitor = SaliencyMonitor(methods=["gradient", "smoothgrad"], num_samples=2, scores=["deletion"])
+    bar = RichProgressBar()
+    tr = trainer(tmp_path, [monitor, bar], enable_progress_bar=True)
+
+    real_run = monitor._run
+
+    def spying(trainer, pl_module, stage):  # once Lightning's Rich progress exists, watch our task on it
+        progress = bar.progress
+        add, update = progress.add_task, progress.update
+        monkeypatch.setattr(progress, "add_task", lambda *a, **k: added.append((a, k)) or add(*a, **k))
+        monkeypatch.setattr(progress, "update", lambda t, **k: advanced.append(k.get("description")) or update(t, **k))
+        return real_run(trainer, pl_module, stage)
+
+    monkeypatch.setattr(monitor, "_run", spying)
+    tr.validate(TinyClassifier(), val, verbose=False)
+    assert ("Saliency",) in [a for a, _ in added]
+    assert [k["total"] for a, k in added if a == ("Saliency",)] == [4]  # 2 map groups + 2 scorings
+    assert "Saliency: scores of smoothgrad" in advanced
 
 
 def test_mean_std_not_matching_the_channels_fails_before_any_work(tmp_path):
@@ -560,7 +569,6 @@ def test_mean_std_not_matching_the_channels_fails_before_any_work(tmp_path):
     assert monitor.last_maps == {}  # nothing was computed
 
 
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_every_score_name_the_monitor_accepts_is_computed(tmp_path):
     from lightning_saliency.metrics import SCORES
 

@@ -231,7 +231,6 @@ def test_monitor_in_validate_and_test_under_inference_mode(tmp_path, entry):
     assert not torch.is_inference(monitor.last_images)
 
 
-@pytest.mark.filterwarnings("ignore:ClassModelMonitor found no TensorBoardLogger")
 def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path):
     base = train_state(tmp_path / "a", [], max_epochs=2)
     monitor = ClassModelMonitor(classes=[0, 1, 2, 3], steps=4, jitter=2, blur_every=2)

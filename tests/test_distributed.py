@@ -53,8 +53,9 @@ class FakeCollectives:
         return torch.cat(shares)[:size]
 
 
-def fake_trainer(rank: int, val: DataLoader) -> SimpleNamespace:
+def fake_trainer(rank: int, val: DataLoader, root: str) -> SimpleNamespace:
     return SimpleNamespace(
+        default_root_dir=root,  # rank 0 writes its files here (no logger)
         world_size=WORLD,
         global_rank=rank,
         is_global_zero=rank == 0,
@@ -85,7 +86,7 @@ class Flaky(Gradient):
         return super().from_pass(p, layers)
 
 
-def run_ranks(monkeypatch, make_monitor: Callable[[], SaliencyMonitor], model_for: Callable[[int], Any]):
+def run_ranks(monkeypatch, make_monitor: Callable[[], SaliencyMonitor], model_for: Callable[[int], Any], root: str):
     """Run one logged epoch of ``make_monitor()`` on two simulated ranks; the collectives and what each raised."""
     fakes = FakeCollectives()
     monkeypatch.setattr(distributed, "all_gather_objects", fakes.all_gather_objects)
@@ -96,7 +97,7 @@ def run_ranks(monkeypatch, make_monitor: Callable[[], SaliencyMonitor], model_fo
 
     def rank_main(rank: int) -> None:
         try:
-            monitors[rank]._run(fake_trainer(rank, val), model_for(rank), "validate")
+            monitors[rank]._run(fake_trainer(rank, val, root), model_for(rank), "validate")
             raised[rank] = None
         except BaseException as exc:  # recorded: the test decides what is expected
             raised[rank] = exc
@@ -125,7 +126,7 @@ class FailingForward(TinyClassifier):
         ("a method fails everywhere", (0, 1)),
     ],
 )
-def test_every_rank_runs_the_same_collectives_whatever_fails_where(monkeypatch, case, failing):
+def test_every_rank_runs_the_same_collectives_whatever_fails_where(monkeypatch, tmp_path, case, failing):
     torch.manual_seed(0)
     base = TinyClassifier()
 
@@ -134,7 +135,7 @@ def test_every_rank_runs_the_same_collectives_whatever_fails_where(monkeypatch, 
             methods=["gradient", "gradcam", Flaky(failing)], num_samples=5, scores=("deletion",), score_steps=2
         )
 
-    calls, raised, monitors = run_ranks(monkeypatch, make, lambda rank: copy.deepcopy(base))
+    calls, raised, monitors = run_ranks(monkeypatch, make, lambda rank: copy.deepcopy(base), str(tmp_path))
     assert raised == {0: None, 1: None}, case
     assert calls[0] == calls[1], case
     assert calls[0][0] == ("all_gather_objects", ())  # the agreement comes first, once
@@ -146,12 +147,12 @@ def test_every_rank_runs_the_same_collectives_whatever_fails_where(monkeypatch, 
 
 
 @pytest.mark.filterwarnings("ignore::lightning_saliency.SaliencyWarning")  # warnings from threads: see _errors
-def test_a_rank_failing_as_a_whole_makes_every_rank_skip_after_one_collective(monkeypatch):
+def test_a_rank_failing_as_a_whole_makes_every_rank_skip_after_one_collective(monkeypatch, tmp_path):
     torch.manual_seed(0)
     base = TinyClassifier()
     broken = FailingForward()
     make = lambda: SaliencyMonitor(methods=["gradient"], num_samples=5, scores=())  # noqa: E731
-    calls, raised, monitors = run_ranks(monkeypatch, make, lambda rank: broken if rank == 1 else base)
+    calls, raised, monitors = run_ranks(monkeypatch, make, lambda rank: broken if rank == 1 else base, str(tmp_path))
     assert raised == {0: None, 1: None}
     assert calls[0] == calls[1] == [("all_gather_objects", ())]  # the agreement, then no gathering
     assert not monitors[0].last_maps
@@ -160,7 +161,7 @@ def test_a_rank_failing_as_a_whole_makes_every_rank_skip_after_one_collective(mo
     }  # rank 0 reports what failed on rank 1
 
     strict = lambda: SaliencyMonitor(methods=["gradient"], num_samples=5, scores=(), strict=True)  # noqa: E731
-    calls, raised, _ = run_ranks(monkeypatch, strict, lambda rank: broken if rank == 1 else base)
+    calls, raised, _ = run_ranks(monkeypatch, strict, lambda rank: broken if rank == 1 else base, str(tmp_path))
     assert calls[0] == calls[1] == [("all_gather_objects", ())]
     assert isinstance(raised[1], RuntimeError)
     assert "forward exploded" in str(raised[1])

@@ -490,7 +490,6 @@ TRAINER_CASES: dict[str, BadCase] = {
 
 
 @pytest.mark.parametrize("case", sorted(TRAINER_CASES))
-@pytest.mark.filterwarnings("ignore:SaliencyMonitor found no TensorBoardLogger")
 def test_bad_setups_through_the_trainer_strict_raises(case, tmp_path):
     make_model, kwargs, error, match = TRAINER_CASES[case]
     train, val = loaders()

@@ -1,4 +1,4 @@
-"""What the monitors share: when they run, where their images go, and the one-time no-TensorBoard warning."""
+"""What the monitors share: when they run, one prefix each, writing to every logger (rank 0), the progress bar."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_saliency._checks import int_at_least, non_empty_str
@@ -34,18 +32,16 @@ class EpochEndMonitor(Callback, ABC):
         log_prefix: Tag prefix in TensorBoard; ``_test`` is appended in ``trainer.test()``.
     """
 
-    _logs: ClassVar[str] = "images"
-    """What is lost without a TensorBoard logger (for the warning)."""
-
     def __init__(self, every_n_epochs: int, log_prefix: str) -> None:
         super().__init__()
         self.every_n_epochs = int_at_least(every_n_epochs, 1, "every_n_epochs")
         self.log_prefix = non_empty_str(log_prefix, "log_prefix")
-        self._warned_no_tensorboard = False
+        self._said_fast_dev_run = False
         self._sinks: dict[int, Sink] = {}  # one per logger, kept across stages (each writes its layout once)
+        self._sink_errors: set[str] = set()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Refuse a second monitor writing the same tags; warn once when no TensorBoard logger shows the images.
+        """Refuse a second monitor writing the same tags; say once that ``fast_dev_run`` logs nothing.
 
         Raises:
             ValueError: If another monitor of the trainer has the same ``log_prefix``.
@@ -59,21 +55,12 @@ class EpochEndMonitor(Callback, ABC):
                 f"log_prefix={self.log_prefix!r}. Give one of them another prefix, e.g. "
                 f"{type(second).__name__}(..., log_prefix={self.log_prefix + '_2'!r})."
             )
-        if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning's debugging connector
-            if not self._warned_no_tensorboard:
-                self._warned_no_tensorboard = True
-                rank_zero_info(
-                    f"{type(self).__name__}: fast_dev_run is on, and Lightning replaces the Trainer's loggers with a "
-                    "dummy in that mode, so this run computes the saliency work (a check that it runs) but logs "
-                    "nothing. Run without fast_dev_run (e.g. limit_train_batches=2, max_epochs=1) to see the images."
-                )
-            return
-        if not self._tensorboard_loggers(trainer) and not self._warned_no_tensorboard:
-            self._warned_no_tensorboard = True
-            rank_zero_warn(
-                f"{type(self).__name__} found no TensorBoardLogger in the Trainer's loggers, so {self._logs} will not "
-                "be logged. Add `logger=TensorBoardLogger(...)`.",
-                category=SaliencyWarning,
+        if trainer.fast_dev_run and not self._said_fast_dev_run:  # type: ignore[attr-defined]  # Lightning's
+            self._said_fast_dev_run = True
+            rank_zero_info(
+                f"{type(self).__name__}: fast_dev_run is on, and Lightning replaces the Trainer's loggers with a "
+                "dummy in that mode, so this run computes the saliency work (a check that it runs) but logs "
+                "nothing. Run without fast_dev_run (e.g. limit_train_batches=2, max_epochs=1) to see the images."
             )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -95,22 +82,46 @@ class EpochEndMonitor(Callback, ABC):
     def _prefix(self, stage: str) -> str:
         return self.log_prefix + _STAGE_SUFFIX[stage]
 
-    @staticmethod
-    def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
-        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
     def _write(self, trainer: pl.Trainer, record: Record) -> None:
-        """Write ``record`` to every sink of the trainer (one per logger); rank 0 only, no collectives."""
-        if trainer.is_global_zero:
-            for sink in sinks_for(trainer, self._sinks):
+        """Write ``record`` to every sink of the trainer (one per logger); rank 0 only, no collectives.
+
+        A logger whose call fails gives one warning naming the logger and the error (once per distinct error);
+        the other loggers still receive everything and training continues.
+        """
+        if not trainer.is_global_zero:
+            return
+        for sink in sinks_for(trainer, self._sinks):
+            try:
                 sink.write(record)
+            except Exception as exc:
+                owner = type(getattr(sink, "logger", None) or sink).__name__
+                key = f"{owner}: {type(exc).__name__}: {exc}"
+                if key not in self._sink_errors:
+                    self._sink_errors.add(key)
+                    rank_zero_warn(
+                        f"{type(self).__name__} could not write to {owner} at step {record.step}: "
+                        f"{type(exc).__name__}: {exc}. The other loggers still receive everything; training "
+                        "continues.",
+                        category=SaliencyWarning,
+                    )
 
 
 @contextmanager
 def progress_bar(trainer: pl.Trainer, total: int, desc: str) -> Iterator[Callable[[str], None]]:
-    """A transient tqdm bar under Lightning's own (rank 0, when Lightning shows a TQDM bar): ``advance(what)``."""
+    """A transient bar under Lightning's own (rank 0, when Lightning shows a TQDM or Rich bar): ``advance(what)``."""
     bar_callback = trainer.progress_bar_callback
-    if not (trainer.is_global_zero and isinstance(bar_callback, TQDMProgressBar) and bar_callback.is_enabled):
+    if not (trainer.is_global_zero and bar_callback is not None and bar_callback.is_enabled):
+        yield lambda _: None
+        return
+    if isinstance(bar_callback, RichProgressBar) and bar_callback.progress is not None:
+        progress = bar_callback.progress
+        task = progress.add_task(desc, total=total)
+        try:
+            yield lambda what: progress.update(task, advance=1, description=f"{desc}: {what}")
+        finally:
+            progress.remove_task(task)
+        return
+    if not isinstance(bar_callback, TQDMProgressBar):
         yield lambda _: None
         return
     bar = Tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout)

@@ -137,8 +137,6 @@ class ClassModelMonitor(EpochEndMonitor):
 
     # ------------------------------------------------------------------ Lightning hooks
 
-    _logs = "class model images"
-
     def __repr__(self) -> str:
         return f"ClassModelMonitor(classes={self.classes}, log_prefix={self.log_prefix!r})"
 

@@ -215,8 +215,6 @@ class SaliencyMonitor(EpochEndMonitor):
         self.alarm_log: list[str] = []
         """Messages of the alarms that fired on rank 0, oldest first (at most 100 kept)."""
 
-    _logs = "saliency images (timings and scores still go to the other loggers)"
-
     def __repr__(self) -> str:
         return f"SaliencyMonitor(methods={[m.label for m in self.methods]}, log_prefix={self.log_prefix!r})"
 
