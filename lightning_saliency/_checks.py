@@ -11,14 +11,14 @@ __all__ = ["check_inputs", "floats", "int_at_least", "non_empty_str", "normalisa
 
 
 def check_inputs(inputs: Any) -> None:
-    """Raise a clear error unless ``inputs`` is a floating-point Tensor ``[B, C, H, W]``."""
-    if not isinstance(inputs, Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
+    """Raise a clear error unless ``inputs`` is a floating-point Tensor ``[B, C, H, W]`` (or ``[B, C, D, H, W]``)."""
+    if not isinstance(inputs, Tensor) or inputs.ndim not in (4, 5) or not inputs.is_floating_point():
         got = (
             f"{type(inputs).__name__} of shape {tuple(inputs.shape)} and dtype {inputs.dtype}"
             if isinstance(inputs, Tensor)
             else type(inputs).__name__
         )
-        raise ValueError(f"inputs must be a floating-point Tensor [B, C, H, W], got {got}.")
+        raise ValueError(f"inputs must be a floating-point Tensor [B, C, H, W], got {got} (volumes: [B, C, D, H, W]).")
 
 
 def int_at_least(value: Any, minimum: int, arg: str) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "module_device",
     "preserved_rng",
     "to_logits",
+    "to_output",
 ]
 
 OutputAdapter = Callable[[Any], Tensor]
@@ -198,13 +199,42 @@ def to_logits(output: Any, batch_size: int, adapter: OutputAdapter | None = None
     return logits
 
 
+def to_output(output: Any, batch_size: int, adapter: OutputAdapter | None = None) -> Tensor:
+    """The model's output as the tensor targets read: ``[B, ...]``; what shape a target needs, the target checks.
+
+    Logits ``[B, N]``, per-pixel logits ``[B, N, H, W]``, a regression ``[B]``. Accepts what :func:`to_logits`
+    accepts, and torchvision segmentation models' ``{"out": ...}``.
+
+    Raises:
+        TypeError: If no tensor can be found in ``output``.
+        ValueError: If its first dimension is not ``batch_size``.
+
+    Example:
+        >>> to_output({"out": torch.zeros(2, 3, 4, 4), "aux": torch.zeros(2, 3, 4, 4)}, batch_size=2).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    tensor = adapter(output) if adapter is not None else _default_logits(output)
+    if not isinstance(tensor, Tensor):
+        raise TypeError(
+            f"The model output could not be turned into logits: got {type(output).__name__}. Expected a Tensor, a "
+            "tuple/list whose first element is one, a dict with a 'logits' (or 'out') key, an object with a "
+            "`.logits` attribute, or pass `output_adapter=` to say how."
+        )
+    if tensor.ndim == 0 or tensor.shape[0] != batch_size:
+        raise ValueError(
+            f"Expected the model's output to have the batch first, [B={batch_size}, ...], got {tuple(tensor.shape)}; "
+            "pass `output_adapter=` if the model returns more."
+        )
+    return tensor
+
+
 def _default_logits(output: Any) -> Any:
     if isinstance(output, Tensor):
         return output
     if isinstance(output, (tuple, list)) and output:
         return _default_logits(output[0])
     if isinstance(output, Mapping):
-        return output.get("logits")
+        return output.get("logits", output.get("out"))
     return getattr(output, "logits", None)
 
 
@@ -215,8 +245,13 @@ class Run:
     precision: Precision = FP32
     output_adapter: OutputAdapter | None = None
 
-    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
-        """``model(inputs)`` under the forward context, as logits ``[B, num_classes]``; compiled models run eagerly."""
+    def output(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """``model(inputs)`` under the forward context, as the tensor targets read; compiled models run eagerly."""
         with eager(), self.precision.forward_context():
             output = model(self.precision.convert_input(inputs))
-        return to_logits(output, inputs.shape[0], self.output_adapter)
+        return to_output(output, inputs.shape[0], self.output_adapter)
+
+    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """:meth:`output`, which must be logits ``[B, num_classes]`` (:func:`to_logits`)."""
+        logits = self.output(model, inputs)
+        return to_logits(logits, inputs.shape[0])

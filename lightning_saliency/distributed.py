@@ -108,9 +108,6 @@ def gather_result(trainer: pl.Trainer, result: EpochResult, size: int, names: li
         return out
     maps = gather_rows(trainer, torch.stack([result.maps[label] for label in labels], 1), size)  # [B,M,1,H,W]
     out.maps = {label: maps[:, i].clone() for i, label in enumerate(labels)}
-    classes = gather_rows(trainer, torch.stack([result.predicted, result.targets], 1), size)  # [B,2]
-    out.predicted, out.targets = classes[:, 0], classes[:, 1]
-    out.confidence = gather_rows(trainer, result.confidence, size)  # [B]
     if names:
         nan = torch.full((len(next(iter(result.maps.values()))),), float("nan"))
         packed = torch.stack(

@@ -37,15 +37,19 @@ _SCAN_FACTOR = 16  # candidates scanned per requested sample when balancing clas
 
 @dataclass
 class Probe:
-    """A fixed batch of inputs with optional labels.
+    """A fixed batch of inputs with what the data says about them.
 
     Attributes:
-        inputs: ``[B, C, H, W]`` float, on the CPU.
+        inputs: ``[B, C, H, W]`` images, or ``[B, C, D, H, W]`` volumes (video: ``[B, C, T, H, W]``), float, on the
+            CPU.
         labels: ``[B]`` long class labels, or ``None`` if the data carried none.
         indices: The dataset indices the samples were taken from, if they came from a map-style dataset.
-        boxes: ``[B, 4]`` ground-truth object boxes ``(x1, y1, x2, y2)`` in pixels (x = column; half-open), for
-            localisation scores; ``None`` if unknown.
-        masks: ``[B, H, W]`` bool ground-truth object masks; ``None`` if unknown.
+        boxes: ``[B, 4]`` ground-truth object boxes ``(x1, y1, x2, y2)`` in pixels (x = column; half-open), or
+            ``[B, 6]`` ``(x1, y1, z1, x2, y2, z2)`` for volumes (z = depth), for localisation scores; ``None`` if
+            unknown.
+        masks: ``[B, H, W]`` (``[B, D, H, W]``) bool ground-truth object masks; ``None`` if unknown.
+        multi_hot: ``[B, L]`` float ground-truth labels of a multi-label task (non-zero = positive), or ``None``.
+        segmentation: ``[B, H, W]`` (``[B, D, H, W]``) long ground-truth category of each pixel, or ``None``.
     """
 
     inputs: Tensor
@@ -53,11 +57,13 @@ class Probe:
     indices: list[int] | None = None
     boxes: Tensor | None = None
     masks: Tensor | None = None
+    multi_hot: Tensor | None = None
+    segmentation: Tensor | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.inputs, Tensor) or self.inputs.ndim != 4:
+        if not isinstance(self.inputs, Tensor) or self.inputs.ndim not in (4, 5):
             got = tuple(self.inputs.shape) if isinstance(self.inputs, Tensor) else type(self.inputs).__name__
-            raise ValueError(f"probe inputs must be a Tensor [B, C, H, W], got {got}.")
+            raise ValueError(f"probe inputs must be a Tensor [B, C, H, W], got {got} (volumes: [B, C, D, H, W]).")
         if not self.inputs.is_floating_point():
             raise ValueError(
                 f"probe inputs must be floating point (as the model sees them), got dtype {self.inputs.dtype}. "
@@ -66,36 +72,40 @@ class Probe:
         with torch.inference_mode(False):
             self.inputs = self.inputs.detach().to("cpu", copy=True).contiguous()
             _warn_non_finite(self.inputs)
+            b, spatial = self.inputs.shape[0], tuple(self.inputs.shape[2:])
             if self.labels is not None:
                 labels = torch.as_tensor(self.labels)
-                if labels.shape != self.inputs.shape[:1] or labels.is_floating_point():
+                if labels.shape != (b,) or labels.is_floating_point():
                     raise ValueError(
-                        f"probe labels must be integer class indices of shape [B={self.inputs.shape[0]}], got shape "
+                        f"probe labels must be integer class indices of shape [B={b}], got shape "
                         f"{tuple(labels.shape)} and dtype {labels.dtype}."
                     )
                 self.labels = labels.detach().to("cpu", torch.long, copy=True)
-            b, (h, w) = self.inputs.shape[0], self.inputs.shape[-2:]
             if self.boxes is not None:
                 boxes = torch.as_tensor(self.boxes)
-                if boxes.shape != (b, 4):
+                corners = 2 * len(spatial)
+                if boxes.shape != (b, corners):
+                    want = "(x1, y1, x2, y2)" if corners == 4 else "(x1, y1, z1, x2, y2, z2)"
                     raise ValueError(
-                        f"probe boxes must have shape [B={b}, 4] (x1, y1, x2, y2), got {tuple(boxes.shape)}."
+                        f"probe boxes must have shape [B={b}, {corners}] {want}, got {tuple(boxes.shape)}."
                     )
                 self.boxes = boxes.detach().to("cpu", torch.float32, copy=True)
-            if self.masks is not None:
-                masks = torch.as_tensor(self.masks)
-                if masks.ndim == 4 and masks.shape[1] == 1:
-                    masks = masks[:, 0]
-                if masks.shape != (b, h, w):
-                    raise ValueError(f"probe masks must have shape [B={b}, H={h}, W={w}], got {tuple(masks.shape)}.")
-                self.masks = masks.detach().to("cpu", torch.bool, copy=True)
+            self.masks = _checked_map(self.masks, b, spatial, torch.bool, "masks")
+            self.segmentation = _checked_map(self.segmentation, b, spatial, torch.long, "segmentation")
+            if self.multi_hot is not None:
+                multi_hot = torch.as_tensor(self.multi_hot)
+                if multi_hot.ndim != 2 or multi_hot.shape[0] != b:
+                    raise ValueError(
+                        f"probe multi_hot labels must have shape [B={b}, L], got {tuple(multi_hot.shape)}."
+                    )
+                self.multi_hot = multi_hot.detach().to("cpu", torch.float32, copy=True)
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
-    def subset(self, rows: Sequence[int]) -> Probe:
+    def subset(self, rows: Sequence[int] | Tensor) -> Probe:
         """The probe restricted to ``rows`` (in that order; repeats allowed)."""
-        idx = torch.as_tensor(list(rows), dtype=torch.long)
+        idx = torch.as_tensor(rows if isinstance(rows, Tensor) else list(rows), dtype=torch.long).cpu()
 
         def pick(t: Tensor | None) -> Tensor | None:
             return None if t is None else t[idx]
@@ -103,7 +113,28 @@ class Probe:
         indices = None if self.indices is None else [self.indices[int(i)] for i in idx]
         with warnings.catch_warnings():  # this probe was checked (and warned about) when it was made
             warnings.simplefilter("ignore", SaliencyWarning)
-            return Probe(self.inputs[idx], pick(self.labels), indices, pick(self.boxes), pick(self.masks))
+            return Probe(
+                self.inputs[idx],
+                pick(self.labels),
+                indices,
+                pick(self.boxes),
+                pick(self.masks),
+                pick(self.multi_hot),
+                pick(self.segmentation),
+            )
+
+
+def _checked_map(value: Any, b: int, spatial: tuple[int, ...], dtype: torch.dtype, arg: str) -> Tensor | None:
+    """A per-pixel ground truth ``[B, *spatial]`` (``[B, 1, *spatial]`` accepted), as ``dtype`` on the CPU."""
+    if value is None:
+        return None
+    values = torch.as_tensor(value)
+    if values.ndim == len(spatial) + 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if tuple(values.shape) != (b, *spatial):
+        want = ", ".join(f"{n}={v}" for n, v in zip(("D", "H", "W")[-len(spatial) :], spatial, strict=True))
+        raise ValueError(f"probe {arg} must have shape [B={b}, {want}], got {tuple(values.shape)}.")
+    return values.detach().to("cpu", dtype, copy=True)
 
 
 def _warn_non_finite(inputs: Tensor) -> None:
@@ -230,16 +261,12 @@ def probe_from_dataset(dataset: Any, num_samples: int, indices: Sequence[int] | 
         chosen = [candidates[p] for p in balanced_positions(labels, num_samples)]
         _warn_small(n, num_samples, "validation dataset")
     raw = [dataset[i] for i in chosen]
-    probe = _stack([split_sample(r) for r in raw], chosen)
-    boxes, masks = [_region(r, _BOX_KEYS) for r in raw], [_region(r, _MASK_KEYS) for r in raw]
-    with torch.inference_mode(False), warnings.catch_warnings():
-        warnings.simplefilter("ignore", SaliencyWarning)  # the inputs were checked by `_stack` already
-        if all(b is not None for b in boxes):
-            probe.boxes = torch.stack([b.detach().clone().float().flatten()[:4] for b in boxes])  # type: ignore[union-attr]
-        if all(m is not None for m in masks):
-            probe.masks = torch.stack([m.detach().clone().bool().squeeze() for m in masks])  # type: ignore[union-attr]
-        probe.__post_init__()  # validate the shapes of what was found
-    return probe
+    return _stack(
+        [split_sample(r) for r in raw],
+        chosen,
+        [_region(r, _BOX_KEYS) for r in raw],
+        [_region(r, _MASK_KEYS) for r in raw],
+    )
 
 
 def probe_from_dataloader(batches: Iterable[Any], num_samples: int) -> Probe:
@@ -265,12 +292,48 @@ def probe_from_dataloader(batches: Iterable[Any], num_samples: int) -> Probe:
     return _stack([scanned[p] for p in positions], None)
 
 
-def _stack(samples: list[tuple[Tensor, Any]], indices: list[int] | None) -> Probe:
+def _stack(
+    samples: list[tuple[Tensor, Any]],
+    indices: list[int] | None,
+    boxes: Sequence[Tensor | None] = (),
+    masks: Sequence[Tensor | None] = (),
+) -> Probe:
+    """A probe from ``(input, target)`` samples, with the boxes and masks of dict samples.
+
+    What each target is (a class, multi-hot labels, a per-pixel mask) is read from its shape; boxes, masks, labels
+    come along when every sample has one.
+    """
     with torch.inference_mode(False):
-        inputs = torch.stack([x.detach().clone() for x, _ in samples])  # [B,C,H,W]
-        labels_list = [_as_label(y) for _, y in samples]
+        inputs = torch.stack([x.detach().clone() for x, _ in samples])  # [B,C,H,W] or [B,C,D,H,W]
+        ys = [y for _, y in samples]
+        labels_list = [_as_label(y) for y in ys]
         labels = None if any(lab is None for lab in labels_list) else torch.tensor(labels_list, dtype=torch.long)
-        return Probe(inputs=inputs, labels=labels, indices=indices)
+        spatial = inputs.ndim - 2
+        multi_hot = _stacked([y if _is_multi_hot(y) else None for y in ys])
+        per_pixel = [y if isinstance(y, Tensor) and y.ndim >= spatial else None for y in ys]
+        regions = [m if m is not None else p for m, p in zip(list(masks) or [None] * len(ys), per_pixel, strict=True)]
+        segmentation = _stacked([None if m is None else m.squeeze().long() for m in regions])
+        found_boxes = _stacked([None if b is None else b.float().flatten()[: 2 * spatial] for b in boxes])
+        return Probe(
+            inputs=inputs,
+            labels=labels,
+            indices=indices,
+            boxes=found_boxes,
+            masks=None if segmentation is None else segmentation != 0,
+            multi_hot=multi_hot,
+            segmentation=segmentation,
+        )
+
+
+def _is_multi_hot(y: Any) -> bool:
+    return isinstance(y, Tensor) and y.ndim == 1 and y.numel() > 1
+
+
+def _stacked(parts: Sequence[Tensor | None]) -> Tensor | None:
+    """The parts stacked (copies), when every sample has one."""
+    if not parts or any(p is None for p in parts):
+        return None
+    return torch.stack([p.detach().clone() for p in parts if p is not None])
 
 
 def _stage_loader(trainer: Any, stage: str) -> Any:

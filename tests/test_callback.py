@@ -177,7 +177,11 @@ def test_state_dict_round_trip_restores_the_probe_identity(tmp_path):
         ({"methods": [3]}, TypeError, "registered name or a SaliencyMethod"),
         ({"every_n_epochs": 0}, ValueError, "every_n_epochs must be an int >= 1, got 0"),
         ({"num_samples": -1}, ValueError, "num_samples must be an int >= 1, got -1"),
-        ({"targets": "argmax"}, ValueError, "targets must be 'label', 'predicted' or a class index >= 0, got 'argmax'"),
+        (
+            {"targets": "argmax"},
+            ValueError,
+            r"targets must be 'label', 'predicted', a class index >= 0, a Target.*got 'argmax'",
+        ),
         ({"colormap": "jet"}, ValueError, r"colormap must be one of .*'turbo'.*got 'jet'"),
         ({"alpha": 1.5}, ValueError, r"alpha must be a float in \[0, 1\], got 1.5"),
         ({"mean": [0.5, 0.5], "std": [0.2]}, ValueError, "mean and std must have the same length"),

@@ -265,7 +265,7 @@ def test_empty_validation_data_is_a_clear_error():
     ("inputs", "match"),
     [
         (torch.zeros(3, 8, 8), r"got \(3, 8, 8\)"),
-        (torch.zeros(1, 2, 3, 8, 8), r"got \(1, 2, 3, 8, 8\)"),
+        (torch.zeros(1, 2, 3, 4, 8, 8), r"got \(1, 2, 3, 4, 8, 8\)"),  # volumes [B, C, D, H, W] are probes
         (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "floating point"),
         ([[0.0]], "got list"),
     ],

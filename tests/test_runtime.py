@@ -148,10 +148,10 @@ def test_targets_out_of_range_name_the_values(tiny_cnn, probe_batch):
     ("inputs", "message"),
     [
         (torch.rand(3, 32, 32), r"shape \(3, 32, 32\)"),
-        (torch.rand(1, 4, 3, 32, 32), r"shape \(1, 4, 3, 32, 32\)"),
+        (torch.rand(1, 4, 2, 3, 32, 32), r"shape \(1, 4, 2, 3, 32, 32\)"),  # 5-D volumes are inputs; 6-D is not
         (torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), "torch.uint8"),
     ],
-    ids=["rank3", "rank5", "uint8"],
+    ids=["rank3", "rank6", "uint8"],
 )
 def test_bad_inputs_raise(inputs, message, tiny_cnn):
     with pytest.raises(ValueError, match=f"floating-point Tensor \\[B, C, H, W\\], got .*{message}"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor
 
@@ -15,11 +15,12 @@ from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods import SaliencyMethod, get_method
 from lightning_saliency.metrics import SCORES
 from lightning_saliency.monitoring.summary import Alarm
+from lightning_saliency.monitoring.targeting import TargetSpec
 from lightning_saliency.probe import Probe
+from lightning_saliency.targets import Target
 
 __all__ = [
     "ProbeSpec",
-    "TargetSpec",
     "build_methods",
     "check_alarms",
     "check_class_names",
@@ -30,16 +31,20 @@ __all__ = [
 ]
 
 ProbeSpec = Tensor | tuple[Tensor, Tensor] | Sequence[int] | Probe | None
-TargetSpec = Literal["label", "predicted"] | int
 
 
 def check_targets_spec(targets: Any) -> TargetSpec:
-    """``"label"``, ``"predicted"`` or a class index ``>= 0``."""
+    """``"label"``, ``"predicted"``, a class index ``>= 0``, a Target, or a callable ``output -> Tensor[B]``."""
+    if isinstance(targets, Target) or (callable(targets) and not isinstance(targets, (str, int))):
+        return targets
     if not (isinstance(targets, int) and not isinstance(targets, bool) and targets >= 0) and targets not in (
         "label",
         "predicted",
     ):
-        raise ValueError(f"targets must be 'label', 'predicted' or a class index >= 0, got {targets!r}.")
+        raise ValueError(
+            "targets must be 'label', 'predicted', a class index >= 0, a Target (ClassTarget, MultiLabelTarget, "
+            f"SegmentationTarget, RegressionTarget) or a callable output -> Tensor[B], got {targets!r}."
+        )
     return targets
 
 

@@ -110,19 +110,19 @@ class EpochEndMonitor(Callback, ABC):
 def progress_bar(trainer: pl.Trainer, total: int, desc: str) -> Iterator[Callable[[str], None]]:
     """A transient bar under Lightning's own (rank 0, when Lightning shows a TQDM or Rich bar): ``advance(what)``."""
     bar_callback = trainer.progress_bar_callback
-    if not (trainer.is_global_zero and bar_callback is not None and bar_callback.is_enabled):
+    shown = isinstance(bar_callback, (RichProgressBar, TQDMProgressBar)) and bar_callback.is_enabled
+    unready = isinstance(bar_callback, RichProgressBar) and bar_callback.progress is None
+    if not trainer.is_global_zero or not shown or unready:
         yield lambda _: None
         return
-    if isinstance(bar_callback, RichProgressBar) and bar_callback.progress is not None:
+    if isinstance(bar_callback, RichProgressBar):
         progress = bar_callback.progress
+        assert progress is not None
         task = progress.add_task(desc, total=total)
         try:
             yield lambda what: progress.update(task, advance=1, description=f"{desc}: {what}")
         finally:
             progress.remove_task(task)
-        return
-    if not isinstance(bar_callback, TQDMProgressBar):
-        yield lambda _: None
         return
     bar = Tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout)
 

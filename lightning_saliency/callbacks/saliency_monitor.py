@@ -29,14 +29,12 @@ from lightning_saliency._runtime import (
     OutputAdapter,
     Precision,
     Run,
-    eval_mode,
     gradients_enabled,
     module_device,
     preserved_rng,
 )
 from lightning_saliency.callbacks._arguments import (
     ProbeSpec,
-    TargetSpec,
     build_methods,
     check_alarms,
     check_class_names,
@@ -57,9 +55,10 @@ from lightning_saliency.monitoring.result import EpochResult, Failures, describe
 from lightning_saliency.monitoring.scoring import scheduled_scores, score_maps
 from lightning_saliency.monitoring.sinks import Image, ProbeView, Record
 from lightning_saliency.monitoring.summary import Alarm, History, alarm_lines, summarise, summary_table
+from lightning_saliency.monitoring.targeting import Explained, TargetSpec, explain
 from lightning_saliency.probe import Probe, data_class_names, probe_from_trainer
-from lightning_saliency.render import COLORMAPS, row_labels
-from lightning_saliency.targets import ClassTarget
+from lightning_saliency.render import COLORMAPS
+from lightning_saliency.targets import Target
 
 __all__ = ["Alarm", "SaliencyMonitor"]
 
@@ -90,8 +89,12 @@ class SaliencyMonitor(EpochEndMonitor):
         num_samples: Probe size when the probe is taken from the validation data.
         probe: ``None`` (take ``num_samples`` from the validation data, deterministically and balanced over
             classes), a Tensor ``[B, C, H, W]``, a tuple ``(inputs, labels)``, or dataset indices.
-        targets: Whose map to explain: ``"label"`` (the true class, default), ``"predicted"`` (the model's
-            current top class) or a fixed class index.
+        targets: What the maps explain (:mod:`lightning_saliency.targets`): ``"label"`` (the true class,
+            default), ``"predicted"`` (the model's current top class), a fixed class index, or a target:
+            ``MultiLabelTarget()`` (each image's positive labels: the probe's multi-hot labels, else predicted
+            above a threshold or the top-k; one row per image and label), ``SegmentationTarget(category)`` (the
+            category's logits over the probe's ground-truth mask of it, else over the pixels predicted as it),
+            ``RegressionTarget(index)``, or any callable ``output -> Tensor[B]``.
         every_n_epochs: Log every n-th validation epoch during ``fit`` (``validate``/``test`` always log).
         scores: Scores per method (names in ``lightning_saliency.metrics.SCORES``): ``deletion`` and
             ``insertion`` AUC (Petsiuk et al. 2018), ``average_drop`` and ``increase_in_confidence``
@@ -308,7 +311,10 @@ class SaliencyMonitor(EpochEndMonitor):
         Usable outside a Trainer, e.g. in a notebook: ``monitor.compute(model, Probe(images, labels))``. An error in
         a method is raised here.
         """
-        return self._run_work(pl_module, probe, precision or Precision(), Failures(isolate=False), scores=[]).maps
+        run = Run(precision or Precision(), self.output_adapter)
+        explained = explain(pl_module, probe, self.targets, run, self._class_names)
+        rows = probe.subset(explained.rows)
+        return self._run_work(pl_module, rows, explained.target, run, Failures(isolate=False), scores=[]).maps
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Every rank takes the same probe, computes its share, and joins the same collectives in the same order
@@ -317,18 +323,22 @@ class SaliencyMonitor(EpochEndMonitor):
         expensive = trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.expensive_every_n_epochs == 0
         failures = Failures(isolate=not self.strict)
         error: Exception | None = None
-        result, probe = EpochResult(), None
+        result, probe, explained = EpochResult(), None, None
         try:
-            probe = self._run_probe(trainer, stage)
-            share = probe.subset(shard(len(probe), trainer.world_size, trainer.global_rank))
+            images = self._run_probe(trainer, stage)
+            run = Run(Precision.from_trainer(trainer), self.output_adapter)
+            explained = explain(pl_module, images, self.targets, run, self._class_names)  # the same on every rank
+            probe = images.subset(explained.rows)  # one row per image, or per (image, label)
+            share = torch.as_tensor(shard(len(probe), trainer.world_size, trainer.global_rank))
             names = scheduled_scores(self.scores, expensive=expensive)
             with progress_bar(trainer, self._steps(names), "Saliency") as progress:
-                result = self._run_work(pl_module, share, Precision.from_trainer(trainer), failures, names, progress)
+                target = explained.target[share]
+                result = self._run_work(pl_module, probe.subset(share), target, run, failures, names, progress)
         except Exception as exc:  # handled below, on every rank, after the ranks agreed that one failed
             error = exc
         reports = agree(trainer, Report.of(result, failures, error))  # the one agreement collective
         error = agreed_error(reports, error)
-        if error is not None or probe is None:
+        if error is not None or probe is None or explained is None:
             self._fail(trainer, stage, error or RuntimeError("no probe"))
             return
         result = drop_failed(result, {key: m for report in reports for key, m in report.failed.items()})
@@ -341,7 +351,7 @@ class SaliencyMonitor(EpochEndMonitor):
         if not result.maps:
             return  # every method failed: reported above, nothing to draw
         try:
-            self._run_summary_and_write(trainer, stage, probe, result, start)
+            self._run_summary_and_write(trainer, stage, probe, explained, result, start)
         except Exception as exc:  # after every collective: safe to report on rank 0 alone
             self._fail(trainer, stage, exc)
 
@@ -368,18 +378,17 @@ class SaliencyMonitor(EpochEndMonitor):
         self,
         pl_module: nn.Module,
         probe: Probe,
-        precision: Precision,
+        targets: Target,
+        run: Run,
         failures: Failures,
         scores: Sequence[str],
         progress: Callable[[str], None] = lambda _: None,
     ) -> EpochResult:
-        """Phases 2 and 3 on one probe (a rank's share): the maps of every method, then their ``scores``."""
+        """Phases 2 and 3 on the rows of one probe (a rank's share): every method's maps, then their ``scores``."""
         device = module_device(pl_module)
-        run = Run(precision, self.output_adapter)
         result = EpochResult()
         with preserved_rng([device]), gradients_enabled():
             inputs = probe.inputs.to(device)  # a normal tensor: created outside inference mode
-            targets = self._run_targets(pl_module, inputs, probe, run, result)
             compute_maps(pl_module, inputs, targets, self.methods, run, result, failures, progress)
             if scores:
                 score_maps(
@@ -400,42 +409,14 @@ class SaliencyMonitor(EpochEndMonitor):
                 )
         return result
 
-    def _run_targets(
-        self, model: nn.Module, inputs: Tensor, probe: Probe, run: Run, result: EpochResult
-    ) -> ClassTarget:
-        """The class each image's maps explain; ``result`` gets the prediction and its probability.
-
-        One forward first reads the model's output as logits and checks the targets against it: a setup error (an
-        output that is not logits, a class out of range) is then the epoch's, reported once, not once per method.
-        """
-        if self.targets == "label" and probe.labels is None:
-            raise ValueError(
-                "targets='label' needs labels, but the probe has none (the validation samples carry no label, "
-                "or `probe=` was given as inputs only). Use targets='predicted', a class index, or give "
-                "`probe=(inputs, labels)`."
-            )
-        with eval_mode(model), torch.no_grad():
-            logits = run.logits(model, inputs)  # [B,N]
-        if self.targets == "label":
-            assert probe.labels is not None
-            classes = probe.labels.to(inputs.device)
-        elif isinstance(self.targets, int):
-            classes = torch.full((inputs.shape[0],), self.targets, dtype=torch.long, device=inputs.device)
-        else:
-            classes = logits.float().argmax(1)
-        target = ClassTarget(classes)
-        target.check(logits)
-        result.confidence, result.predicted = (t.cpu() for t in logits.float().softmax(1).max(1))
-        result.targets = classes.cpu()
-        return target
-
     def _run_summary_and_write(
-        self, trainer: pl.Trainer, stage: str, probe: Probe, result: EpochResult, start: float
+        self, trainer: pl.Trainer, stage: str, probe: Probe, explained: Explained, result: EpochResult, start: float
     ) -> None:
         """Phases 5 to 7 on rank 0: summarise across epochs, render, write to the sinks."""
         prefix, epoch, step = self._prefix(stage), trainer.current_epoch, trainer.global_step
         alarms = self._run_summary(trainer, stage, probe, result)
-        images, view = self._run_render(prefix, stage, probe, result, alarms, f"epoch {epoch}, step {step}")
+        when = f"epoch {epoch}, step {step}"
+        images, view = self._run_render(prefix, stage, probe, explained.captions, result, alarms, when)
         texts = {f"{prefix}/alarms": "\n".join(f"- {line}" for line in alarms)} if alarms else {}
         result.times["total"] = time.perf_counter() - start
         scalars = {f"{prefix}/{lb}/{name}": v for lb, vals in self.last_scores.items() for name, v in vals.items()}
@@ -464,17 +445,17 @@ class SaliencyMonitor(EpochEndMonitor):
         return lines
 
     def _run_render(
-        self, prefix: str, stage: str, probe: Probe, result: EpochResult, alarms: list[str], when: str
+        self,
+        prefix: str,
+        stage: str,
+        probe: Probe,
+        rows: list[list[str]],
+        result: EpochResult,
+        alarms: list[str],
+        when: str,
     ) -> tuple[list[Image], ProbeView]:
         """Phase 6: the captioned images of the epoch, and the view of it that TensorBoard's SALIENCY tab shows."""
-        self.last_row_labels = rows = row_labels(
-            result.predicted,
-            result.confidence,
-            labels=probe.labels,
-            explained=result.targets,
-            indices=probe.indices,
-            class_names=self._class_names,
-        )
+        self.last_row_labels = rows
         options = RenderOptions(
             self.mean, self.std, self.alpha, self.colormap, self.min_display_size, self.grid_columns, self.localisation
         )

@@ -46,7 +46,7 @@ from lightning_saliency._runtime import (
 )
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec, capture_outputs, checked_output, resolve_target_layer
-from lightning_saliency.targets import Target, TargetLike, as_target
+from lightning_saliency.targets import Target, TargetLike, as_target, resolved
 
 __all__ = [
     "ActivationMethod",
@@ -154,7 +154,7 @@ def run_gradient_pass(
     targets = as_target(targets, inputs.shape[0])
     if not gradients:
         with capture_outputs(layers) as captured, torch.no_grad():
-            logits = run.logits(model, inputs)
+            logits = run.output(model, inputs)
         targets.check(logits)
         missing = [type(layer).__name__ for layer, act in zip(layers, captured, strict=True) if act is None]
         if missing:
@@ -169,7 +169,7 @@ def run_gradient_pass(
     whole_graph = input_grads or len(layers) != 1  # else autograd need only record from the one layer on
     x = inputs.detach().clone().requires_grad_(whole_graph)
     with capture_outputs(layers) if whole_graph else _graph_from(layers[0]) as captured:
-        logits = run.logits(model, x)
+        logits = run.output(model, x)
     targets.check(logits)
     _warn_non_finite(logits)
     if not logits.requires_grad:
@@ -458,7 +458,7 @@ def compute_saliency(
     raw: list[Tensor | None] = [None] * len(methods)
     with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
         inputs = inputs.detach().clone()  # a normal tensor, even if handed an inference-mode tensor
-        target = target[:]  # likewise (a copy made outside inference mode)
+        target = resolved(target, model, inputs, run)[:]  # likewise (a copy made outside inference mode)
         shared = [(i, m) for i, m in enumerate(methods) if isinstance(m, GradientMethod)]
         if shared:
             method_layers = [m.layers(model, inputs, run) for _, m in shared]

@@ -123,7 +123,7 @@ class ScoreCAM(LayerMethod):
             del p
         else:
             with torch.inference_mode(), capture_outputs([layer]) as captured:
-                logits = run.logits(model, inputs)
+                logits = run.output(model, inputs)
             targets.check(logits)
             if captured[0] is None:
                 raise RuntimeError(
@@ -160,7 +160,7 @@ class ScoreCAM(LayerMethod):
         pgc = self.weights == "softmax_over_channels"
         scores = torch.zeros((b, k), device=acts.device)  # [B,K]
         if bool(constant.any()):  # every constant channel masks the input to zeros: one forward for the batch
-            zero_logits = run.logits(model, torch.zeros_like(inputs[:1])).float()  # [1,N]
+            zero_logits = run.output(model, torch.zeros_like(inputs[:1])).float()  # [1,N]
             zero_scores = self._read(zero_logits.expand(b, -1), targets)  # [B]
             scores = torch.where(constant, zero_scores[:, None], scores)
         todo = ~constant if selected is None else selected  # [B,K]
@@ -208,12 +208,12 @@ class ScoreCAM(LayerMethod):
         """
         if layout[0] == torch.channels_last:
             try:
-                return run.logits(model, masked.contiguous(memory_format=torch.channels_last)).float()
+                return run.output(model, masked.contiguous(memory_format=torch.channels_last)).float()
             except RuntimeError as error:
                 if is_out_of_memory(error):
                     raise  # the chunked loop halves the chunk
                 layout[0] = torch.contiguous_format
-        return run.logits(model, masked).float()
+        return run.output(model, masked).float()
 
     def _read(self, logits: Tensor, targets: Target) -> Tensor:
         """Each row's target confidence (paper: the class's softmax probability) or score (pgc: the logit), ``[n]``."""

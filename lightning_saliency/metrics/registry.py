@@ -47,7 +47,7 @@ from lightning_saliency.metrics.functional.perturbation import (
 from lightning_saliency.metrics.functional.road import road_score
 from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score
-from lightning_saliency.targets import Target, TargetLike
+from lightning_saliency.targets import ClassTarget, Target, TargetLike
 
 __all__ = [
     "SCORES",
@@ -60,10 +60,13 @@ __all__ = [
     "evaluate_scores",
 ]
 
-Need = Literal["model", "regions", "previous_maps", "method", "input_bounds"]
+Need = Literal["model", "confidence", "classes", "regions", "previous_maps", "method", "input_bounds"]
 """What a score reads from its :class:`ScoreContext` besides the maps:
 
 * ``"model"``: the model, inputs and targets (it runs forwards);
+* ``"confidence"``: a target with a probability (:attr:`~lightning_saliency.targets.Target.has_confidence`; not a
+  regression): it compares probabilities;
+* ``"classes"``: one class per image (:class:`~lightning_saliency.targets.ClassTarget`): it flips a prediction;
 * ``"regions"``: ground-truth ``boxes`` or ``masks`` (without them it is skipped, with the reason);
 * ``"previous_maps"``: the previous logged epoch's maps (it starts at the second logged epoch);
 * ``"method"``: the saliency method that made the maps (it recomputes maps);
@@ -118,6 +121,10 @@ class ScoreContext:
         """Why a score with these needs cannot run on this context (a sentence), or ``None`` if it can."""
         if "model" in needs and (self.model is None or self.inputs is None or self.targets is None):
             return "needs the model, inputs and targets"
+        if "confidence" in needs and self.targets is not None and not self.targets.has_confidence:
+            return f"needs a probability, and {self.targets!r} has none"
+        if "classes" in needs and not isinstance(self.targets, ClassTarget):
+            return f"needs class targets (ClassTarget), not {self.targets!r}"
         if "regions" in needs and self.boxes is None and self.masks is None:
             return "needs boxes or masks"
         if "previous_maps" in needs and self.previous_maps is None:
@@ -238,6 +245,7 @@ def _sensitivity(ctx: ScoreContext) -> dict[str, Tensor]:
 
 
 _REGIONS: frozenset[Need] = frozenset({"regions"})
+_PROBABILITY: frozenset[Need] = frozenset({"model", "confidence"})
 _COSTLY = {"schedule": "costly", "default": False}
 
 SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
@@ -247,18 +255,21 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             False,
             deletion_curve,
             _curve("deletion"),
+            needs=_PROBABILITY,
         ),
         "insertion": ScoreInfo(
             "Area under the target probability as the most salient pixels are restored onto a blur (RISE).",
             True,
             insertion_curve,
             _curve("insertion"),
+            needs=_PROBABILITY,
         ),
         "average_drop": ScoreInfo(
             "Average Drop: relative fall of the target probability on input * map, in [0, 1].",
             False,
             average_drop,
             _confidence,
+            needs=_PROBABILITY,
             group="confidence",
         ),
         "increase_in_confidence": ScoreInfo(
@@ -266,6 +277,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             True,
             increase_in_confidence,
             _confidence,
+            needs=_PROBABILITY,
             group="confidence",
         ),
         "pointing_game": ScoreInfo(
@@ -302,7 +314,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             False,
             saliency_attack_score,
             _attack,
-            needs=frozenset({"model", "input_bounds"}),
+            needs=frozenset({"model", "classes", "input_bounds"}),
             **_COSTLY,  # type: ignore[arg-type]
         ),
         "map_stability": ScoreInfo(
@@ -317,6 +329,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             True,
             road_score,
             _road,
+            needs=_PROBABILITY,
             **_COSTLY,  # type: ignore[arg-type]
         ),
         "infidelity": ScoreInfo(
@@ -472,7 +485,7 @@ def evaluate_scores(
         (['average_drop', 'deletion', 'deletion_curve'], torch.Size([2, 5]), {'pointing_game': 'needs boxes or masks'})
     """
     wanted = _check_names(names)
-    target = _check_model_inputs(inputs, targets)
+    target = _check_model_inputs(inputs, targets, model, run)
     _check_steps(steps)
     _check_batch_size(batch_size)
     ctx = ScoreContext(

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 __all__ = ["EpochResult", "FailureKey", "Failures", "drop_failed"]
@@ -23,9 +22,6 @@ class EpochResult:
     scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # label -> score -> [B] per image
     curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # "deletion" -> label -> [B, steps+1]
     times: dict[str, float] = field(default_factory=dict)  # this rank's seconds
-    predicted: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] the top class
-    confidence: Tensor = field(default_factory=lambda: torch.zeros(0))  # [B] its softmax probability
-    targets: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [B] what the maps explain
 
 
 FailureKey = tuple[str, str, str | None]

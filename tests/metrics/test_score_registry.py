@@ -20,7 +20,7 @@ import lightning_saliency.metrics.functional as functional
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.methods import Gradient
 from lightning_saliency.metrics import SCORES, ScoreContext, compute_scores, default_scores
-from lightning_saliency.targets import ClassTarget
+from lightning_saliency.targets import ClassTarget, MultiLabelTarget, RegressionTarget
 
 NAMES = list(SCORES)
 
@@ -71,6 +71,8 @@ def test_a_context_without_what_a_score_needs_skips_it_with_the_reason(name, con
         "previous_maps": {"previous_maps": None},
         "method": {"method": None},
         "model": {"model": None},
+        "confidence": {"targets": RegressionTarget(0)},  # a regression output has no probability
+        "classes": {"targets": MultiLabelTarget(torch.tensor([0, 1, 2, 3]))},
     }
     for need in sorted(info.needs - {"input_bounds"}):
         result = compute_scores(dataclasses.replace(context, **lacking[need]), [name])

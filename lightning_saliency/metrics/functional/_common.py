@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lightning_saliency._checks import check_inputs
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run, eval_mode, preserved_rng
-from lightning_saliency.targets import Target, TargetLike, as_target
+from lightning_saliency.targets import Target, TargetLike, as_target, resolved
 
 __all__: list[str] = []
 
@@ -62,7 +62,7 @@ def _scoring(model: nn.Module, inputs: Tensor) -> Iterator[None]:
 
 def _target_probs(model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
     """Each input's target confidence ``[N]`` float32 (for a class: its softmax probability); one forward."""
-    logits = run.logits(model, inputs)
+    logits = run.output(model, inputs)
     targets.check(logits)
     return targets.confidence(logits)
 
@@ -78,10 +78,21 @@ def _chunked_target_probs(model: nn.Module, inputs: Tensor, targets: Target, run
     return torch.cat(out) if out else inputs.new_zeros(0, dtype=torch.float32)
 
 
-def _check_model_inputs(inputs: Tensor, targets: TargetLike) -> Target:
-    """Checked inputs ``[B, C, H, W]``, and ``targets`` as a :class:`~lightning_saliency.targets.Target` of ``B``."""
+def _check_model_inputs(
+    inputs: Tensor, targets: TargetLike, model: nn.Module | None = None, run: Run | None = None
+) -> Target:
+    """Checked inputs ``[B, C, ...]``, and ``targets`` as a :class:`~lightning_saliency.targets.Target` of ``B``.
+
+    Given the ``model``, a target that needs it is resolved against its output on the clean inputs (a
+    :class:`~lightning_saliency.targets.SegmentationTarget` without a mask: the pixels predicted as its category),
+    so that perturbed inputs are scored on the same pixels.
+    """
     check_inputs(inputs)
-    return as_target(targets, inputs.shape[0], inputs.device)
+    target = as_target(targets, inputs.shape[0], inputs.device)
+    if model is not None:
+        with preserved_rng([inputs.device]):
+            target = resolved(target, model, inputs, run or Run())
+    return target
 
 
 def _sum_update(values: Tensor) -> tuple[Tensor, Tensor]:

@@ -65,7 +65,7 @@ def masked_attack_norm(
         >>> bool(((norms >= 0) & (norms <= 5.0)).all())
         True
     """
-    target = _check_model_inputs(inputs, targets)
+    target = _check_model_inputs(inputs, targets, model, run)
     if not isinstance(target, ClassTarget):
         raise ValueError(
             f"masked_attack_norm flips a predicted class, so it needs class targets (ClassTarget or class indices), "
@@ -143,7 +143,7 @@ def saliency_attack_score(
         >>> saliency_attack_score(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), torch.rand(2, 1, 4, 4)).shape
         torch.Size([2])
     """
-    _check_model_inputs(inputs, targets)
+    _check_model_inputs(inputs, targets, model, run)
     maps = _check_maps(maps, inputs)
     _check_fraction(fraction)
     b, _, h, w = maps.shape

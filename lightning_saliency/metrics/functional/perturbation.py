@@ -85,7 +85,7 @@ def _curve(
     batch_size: int,
     run: Run | None,
 ) -> Tensor:
-    targets = _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets, model, run)
     maps = _check_maps(maps, inputs)
     _check_steps(steps)
     _check_batch_size(batch_size)
@@ -218,7 +218,7 @@ def _confidences(
     model: nn.Module, inputs: Tensor, targets: TargetLike, maps: Tensor, batch_size: int, run: Run | None
 ) -> tuple[Tensor, Tensor]:
     """``(Y, O)``: target probability ``[B]`` on the inputs and on ``inputs * map`` (map broadcast over channels)."""
-    targets = _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets, model, run)
     maps = _check_maps(maps, inputs)
     _check_batch_size(batch_size)
     run = run or Run()

@@ -207,7 +207,7 @@ def road_curves(
         >>> morf.shape, lerf.shape
         (torch.Size([2, 2]), torch.Size([2, 2]))
     """
-    targets = _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets, model, run)
     maps = _check_maps(maps, inputs)
     levels = _check_percentages(percentages)
     _check_batch_size(batch_size)

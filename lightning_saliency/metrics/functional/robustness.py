@@ -55,7 +55,7 @@ def _target_scores(model: nn.Module, inputs: Tensor, targets: Target, run: Run, 
     """Each input's target score ``[N]`` (for a class: its logit), ``batch_size`` inputs per forward."""
     out = []
     for i in range(0, inputs.shape[0], batch_size):
-        logits = run.logits(model, inputs[i : i + batch_size])
+        logits = run.output(model, inputs[i : i + batch_size])
         target = targets[i : i + batch_size]
         target.check(logits)
         out.append(target.score(logits))
@@ -106,7 +106,7 @@ def infidelity(
         >>> bool(infidelity(net, x, torch.tensor([0, 1]), exact).max() < 1e-10)
         True
     """
-    targets = _check_model_inputs(inputs, targets)
+    targets = _check_model_inputs(inputs, targets, model, run)
     _check_samples(n_perturb_samples)
     _check_batch_size(batch_size)
     if not isinstance(attributions, Tensor) or attributions.ndim != 4 or attributions.shape[0] != inputs.shape[0]:
@@ -174,7 +174,7 @@ def sensitivity_max(
         >>> sensitivity_max(Gradient(), net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), n_perturb_samples=3)
         tensor([0., 0.])
     """
-    target = _check_model_inputs(inputs, targets)
+    target = _check_model_inputs(inputs, targets, model, run)
     _check_samples(n_perturb_samples)
     if not (isinstance(perturb_radius, (int, float)) and perturb_radius >= 0):
         raise ValueError(f"perturb_radius must be a float >= 0, got {perturb_radius!r}.")

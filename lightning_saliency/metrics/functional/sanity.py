@@ -103,7 +103,7 @@ def model_randomisation_score(
         ...                           num_layers=None, cascading=True).shape
         torch.Size([2, 2])
     """
-    target = _check_model_inputs(inputs, targets)
+    target = _check_model_inputs(inputs, targets, model, run)
     method = get_method(method)
     run = run or Run()
     names = randomisable_layers(model)
