@@ -5,9 +5,14 @@ Starts ``tensorboard`` on a free loopback port and headless Chromium (Debian's `
 and checks that the ``saliency/overview`` ``<img>`` (inside the dashboard's shadow DOM) loaded with the logged
 image's size and is laid out on the page. Skipped when no Chromium is installed.
 
-Run as a script to screenshot any log directory, e.g. the README's picture after the demo::
+Run as a script to screenshot any log directory, e.g. the README's pictures after the demo::
 
     python tests/test_tensorboard_browser.py lightning_logs docs/images/tensorboard.png
+    python tests/test_tensorboard_browser.py --saliency lightning_logs docs/images/saliency_tab.png 1
+
+The second opens the SALIENCY tab (``#saliency``, the package's TensorBoard plugin) on probe image #1; its tests
+check the matrix of methods x logged epochs is drawn, a corrupt map fails only its cell, and logs without the tab's
+data get a message.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +101,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def tensorboard(logdir: Path, timeout: float = 90.0) -> Iterator[str]:
+def tensorboard(logdir: Path, timeout: float = 90.0, extra_args: Sequence[str] = ()) -> Iterator[str]:
     """``tensorboard --logdir logdir`` on a free loopback port; yields its URL once it answers; always stopped."""
     port = _free_port()
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--samples_per_plugin", "images=100"]
+    cmd += ["--port", str(port), "--samples_per_plugin", "images=100", *extra_args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -257,12 +262,215 @@ def test_overview_grid_is_displayed_in_tensorboard(tmp_path):
     assert len(picture.getcolors(maxcolors=1 << 20) or ()) > 50
 
 
-if __name__ == "__main__":  # python tests/test_tensorboard_browser.py LOGDIR OUT.png
+# ---------------------------------------------------------------------- the SALIENCY tab
+
+# The plugin's document: TensorBoard loads it in an iframe (found through the Angular app's shadow roots, if any).
+_SALIENCY_DOCUMENT_JS = """(() => {
+  const visit = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'IFRAME' && el.contentDocument && el.contentDocument.querySelector('.app')) {
+        return el.contentDocument;
+      }
+      if (el.shadowRoot) {
+        const found = visit(el.shadowRoot);
+        if (found) return found;
+      }
+    }
+    return null;
+  };
+  return visit(document);
+})()"""
+
+# What the tab shows: its message, or each cell of the matrix (state, error text, distinct colours of its canvas),
+# the column titles, method rows, thumbnails [complete, naturalWidth, naturalHeight], charts and the enlarged cell.
+_SALIENCY_STATE_JS = """
+  const colours = (canvas) => {
+    if (!canvas || !canvas.width) return 0;
+    const d = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    const seen = new Set();
+    for (let i = 0; i < d.length; i += 16) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    return seen.size;
+  };
+  const message = doc.querySelector('#message');
+  const box = doc.querySelector('.lightbox');
+  return {
+    message: message && !message.hidden ? message.innerText : null,
+    run: doc.querySelector('#run') ? doc.querySelector('#run').value : null,
+    cells: [...doc.querySelectorAll('.cell')].map((c) => ({
+      method: c.dataset.method,
+      step: Number(c.dataset.step),
+      state: c.dataset.state,
+      status: c.querySelector('.status').textContent,
+      colours: c.dataset.state === 'ready' ? colours(c.querySelector('canvas')) : 0,
+    })),
+    columns: [...doc.querySelectorAll('.colhead b')].map((b) => b.textContent),
+    rows: [...doc.querySelectorAll('.rowhead .name')].map((n) => n.textContent),
+    thumbs: [...doc.querySelectorAll('.thumb img')].map((i) => [i.complete, i.naturalWidth, i.naturalHeight]),
+    charts: doc.querySelectorAll('.side svg.chart').length,
+    lightbox: box && !box.hidden ? colours(box.querySelector('canvas')) : null,
+  };
+"""
+
+
+def in_tab(body: str) -> str:
+    """A JavaScript expression running ``body`` (which sees the plugin's ``doc``); ``null`` before the tab exists."""
+    return f"(() => {{ const doc = {_SALIENCY_DOCUMENT_JS}; if (!doc) return null; {body} }})()"
+
+
+def settled(state: dict[str, Any] | None) -> bool:
+    """The tab shows a message, or every cell and thumbnail has finished loading (well or not)."""
+    if not state:
+        return False
+    if state["message"]:
+        return True
+    cells_done = bool(state["cells"]) and all(c["state"] in ("ready", "error") for c in state["cells"])
+    return cells_done and bool(state["thumbs"]) and all(t[0] for t in state["thumbs"])
+
+
+def wait_for(page: DevTools, until: Any, timeout: float) -> dict[str, Any]:
+    """The tab's state once ``until(state)`` holds (or, past ``timeout``, the last state seen)."""
+    deadline = time.monotonic() + timeout
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = page.evaluate(in_tab(_SALIENCY_STATE_JS)) or {}
+        if until(state):
+            break
+        time.sleep(0.25)
+    return state
+
+
+@contextlib.contextmanager
+def saliency_tab(logdir: Path, chrome: str, profile: Path, timeout: float = 90.0) -> Iterator[tuple[DevTools, str]]:
+    """TensorBoard on ``logdir``, Chromium (1400 x 900) showing ``#saliency``; yields the page and TensorBoard's URL."""
+    with tensorboard(logdir, timeout) as url, chromium(chrome, profile, timeout) as page:
+        page.call("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)
+        page.call("Page.enable")
+        page.call("Page.navigate", url=f"{url}/#saliency")
+        wait_for(page, settled, timeout)
+        yield page, url
+
+
+def screenshot_to(page: DevTools, path: Path) -> None:
+    time.sleep(0.5)  # let the layout settle for the picture
+    shot = page.call("Page.captureScreenshot", format="png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def _select_run(run: str) -> str:
+    return in_tab(
+        f"const s = doc.querySelector('#run'); s.value = {json.dumps(run)}; s.dispatchEvent(new Event('change'));"
+        " return s.value;"
+    )
+
+
+def _click(selector: str) -> str:
+    return in_tab(f"doc.querySelector({json.dumps(selector)}).click(); return true;")
+
+
+@needs_chrome
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_saliency_tab_shows_every_method_and_epoch_of_a_probe_image(tmp_path):
+    pytest.importorskip("websocket", reason="needs websocket-client (the `test` extra) to drive Chromium")
+    from _lightning_models import read_events
+    from PIL import Image
+    from test_tensorboard_plugin import write_corrupt_run
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from train_shapes import main
+
+    logs = tmp_path / "logs"
+    main(["--epochs", "3", "--train-size", "192", "--val-size", "64", "--logdir", str(logs)])
+    write_corrupt_run(logs / "corrupt")
+    logged = len(read_events(logs)["images"]["saliency/overview"])  # epochs the monitor logged, as IMAGES sees them
+    methods = ["gradient", "smoothgrad", "gradcam", "gradcam++"]  # the demo's
+    assert logged == 3
+
+    with saliency_tab(logs, find_chrome(), tmp_path / "profile") as (page, url):
+        page.evaluate(_select_run("shapes/version_0"))
+        state = wait_for(page, lambda s: s.get("run") == "shapes/version_0" and settled(s) and len(s["cells"]) > 4, 60)
+        screenshot_to(page, tmp_path / "saliency.png")
+        probe = json.loads(_get(f"{url}/data/plugin/saliency/probe?run=shapes/version_0&prefix=saliency"))
+
+        # 1. the matrix: one row per method, one column per logged epoch, every cell drawn from its images
+        assert state["message"] is None
+        assert state["rows"] == methods
+        assert len(state["columns"]) == logged
+        assert len(state["cells"]) == len(methods) * logged
+        assert {(c["method"], c["step"]) for c in state["cells"]} == {(m, s) for m in methods for s in probe["steps"]}
+        assert all(c["state"] == "ready" for c in state["cells"]), state["cells"]
+        assert all(c["colours"] > 20 for c in state["cells"]), state["cells"]  # an overlay, not a flat fill
+        # 2. the probe images' thumbnails loaded (the demo's images are 64 x 64), the scores are charted
+        assert len(state["thumbs"]) == 6
+        assert all(t == [True, 64, 64] for t in state["thumbs"]), state["thumbs"]
+        assert state["charts"] >= 4
+        # 3. the toggle redraws every cell; a click enlarges one
+        page.evaluate(_click('[data-mode="heat"]'))
+        heat = wait_for(page, lambda s: settled(s) and all(c["state"] == "ready" for c in s["cells"]), 30)
+        assert len(heat["cells"]) == len(methods) * logged
+        page.evaluate(_click(".cell"))
+        enlarged = wait_for(page, lambda s: (s.get("lightbox") or 0) > 20, 30)
+        assert enlarged["lightbox"] > 20
+        page.evaluate(_click(".lightbox .close"))
+
+        # 4. a corrupt map fails its own cell only; the page keeps working
+        page.evaluate(_select_run("corrupt"))
+        wait_for(page, lambda s: s.get("run") == "corrupt" and settled(s), 30)
+        page.evaluate(_click('.thumb[data-index="1"]'))
+        broken = wait_for(page, lambda s: settled(s) and any(c["state"] == "error" for c in s["cells"]), 30)
+        errors = [c for c in broken["cells"] if c["state"] == "error"]
+        assert [(c["method"], c["step"]) for c in errors] == [("gradcam++", 2)]
+        assert "not a PNG" in errors[0]["status"]
+        assert sum(c["state"] == "ready" for c in broken["cells"]) == 3
+        page.evaluate(_click('.thumb[data-index="0"]'))
+        fine = wait_for(page, lambda s: settled(s) and all(c["state"] == "ready" for c in s["cells"]), 30)
+        assert len(fine["cells"]) == 4
+
+    picture = Image.open(tmp_path / "saliency.png").convert("RGB")
+    assert picture.size == (1400, 900)
+    assert len(picture.getcolors(maxcolors=1 << 20) or ()) > 500
+
+
+@needs_chrome
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_saliency_tab_explains_logs_without_its_data(tmp_path):
+    pytest.importorskip("websocket", reason="needs websocket-client (the `test` extra) to drive Chromium")
+    from test_tensorboard_plugin import write_legacy_run
+
+    write_legacy_run(tmp_path / "logs" / "old_run")
+    with saliency_tab(tmp_path / "logs", find_chrome(), tmp_path / "profile") as (page, _):
+        state = wait_for(page, lambda s: bool(s.get("message")), 30)
+    assert "No Saliency data" in state["message"]
+    assert "old_run (saliency)" in state["message"]
+    assert "saliency/overview" in state["message"]
+
+
+def capture_saliency(logdir: Path, screenshot: Path, chrome: str, profile: Path, image: int = 0) -> dict[str, Any]:
+    """Screenshot the SALIENCY tab (its first run, probe image ``image``) at 1400 x 900 once every cell is drawn."""
+    with saliency_tab(logdir, chrome, profile) as (page, _):
+        if image:
+            page.evaluate(_click(f'.thumb[data-index="{image}"]'))
+            time.sleep(0.5)
+        state = wait_for(page, settled, 60)
+        screenshot_to(page, screenshot)
+    return state
+
+
+if __name__ == "__main__":  # python tests/test_tensorboard_browser.py [--saliency] LOGDIR OUT.png [IMAGE]
     import tempfile
 
     chrome = find_chrome()
     if chrome is None:
         sys.exit("needs Chromium: apt-get install chromium (or set CHROME_BIN)")
+    args = sys.argv[1:]
     with tempfile.TemporaryDirectory() as tmp:
-        out = capture(Path(sys.argv[1]), Path(sys.argv[2]), chrome, Path(tmp) / "profile")
-    print(f"{sys.argv[2]}: {sum(blob_tag(i[0]) == TAG for i in out['images'])} {TAG} image(s) displayed")
+        if args[0] == "--saliency":
+            image = int(args[3]) if len(args) > 3 else 0
+            state = capture_saliency(Path(args[1]), Path(args[2]), chrome, Path(tmp) / "profile", image)
+            ready = sum(c["state"] == "ready" for c in state["cells"])
+            print(f"{args[2]}: SALIENCY tab, {ready} of {len(state['cells'])} cells drawn; {state['message'] or ''}")
+        else:
+            out = capture(Path(args[0]), Path(args[1]), chrome, Path(tmp) / "profile")
+            print(f"{args[1]}: {sum(blob_tag(i[0]) == TAG for i in out['images'])} {TAG} image(s) displayed")

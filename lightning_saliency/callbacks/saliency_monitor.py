@@ -416,7 +416,7 @@ class SaliencyMonitor(EpochEndMonitor):
         prefix, epoch, step = self._prefix(stage), trainer.current_epoch, trainer.global_step
         alarms = self._run_summary(trainer, stage, probe, result)
         when = f"epoch {epoch}, step {step}"
-        images, view = self._run_render(prefix, stage, probe, explained.captions, result, alarms, when)
+        images, view = self._run_render(prefix, stage, probe, explained.captions, result, alarms, when, epoch)
         texts = {f"{prefix}/alarms": "\n".join(f"- {line}" for line in alarms)} if alarms else {}
         result.times["total"] = time.perf_counter() - start
         scalars = {f"{prefix}/{lb}/{name}": v for lb, vals in self.last_scores.items() for name, v in vals.items()}
@@ -453,6 +453,7 @@ class SaliencyMonitor(EpochEndMonitor):
         result: EpochResult,
         alarms: list[str],
         when: str,
+        epoch: int,
     ) -> tuple[list[Image], ProbeView]:
         """Phase 6: the captioned images of the epoch, and the view of it that TensorBoard's SALIENCY tab shows."""
         self.last_row_labels = rows
@@ -461,7 +462,7 @@ class SaliencyMonitor(EpochEndMonitor):
         )
         history = self.history if stage == "validate" else None
         images = render_epoch(prefix, probe, result, rows, history, options, when)
-        view = probe_view(prefix, probe, result, rows, alarms, options)
+        view = probe_view(prefix, probe, result, rows, alarms, options, epoch)
         return images, view
 
     def _charts(self, prefix: str) -> dict[str, dict[str, list[str]]]:

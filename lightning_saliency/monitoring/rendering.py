@@ -120,7 +120,13 @@ def render_epoch(
 
 
 def probe_view(
-    prefix: str, probe: Probe, result: EpochResult, rows: list[list[str]], alarms: list[str], options: RenderOptions
+    prefix: str,
+    probe: Probe,
+    result: EpochResult,
+    rows: list[list[str]],
+    alarms: list[str],
+    options: RenderOptions,
+    epoch: int | None = None,
 ) -> ProbeView:
     """The epoch as the SALIENCY tab shows it (:class:`~lightning_saliency.monitoring.sinks.ProbeView`)."""
     scores = {
@@ -136,4 +142,5 @@ def probe_view(
         alarms=list(alarms),
         colormap=options.colormap,
         alpha=options.alpha,
+        epoch=epoch,
     )

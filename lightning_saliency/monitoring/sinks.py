@@ -66,6 +66,7 @@ class ProbeView:
         alarms: The alarm lines that fired at this epoch.
         colormap: The colormap the grids use.
         alpha: The heat map's opacity over the image in the overlays.
+        epoch: The trainer's epoch, for the tab's column titles.
     """
 
     prefix: str
@@ -76,6 +77,7 @@ class ProbeView:
     alarms: list[str]
     colormap: str
     alpha: float
+    epoch: int | None = None
 
 
 @dataclass
