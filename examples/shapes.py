@@ -77,6 +77,57 @@ def make_shapes(n: int, size: int = 64, seed: int = 0, marker: float | None = No
     return images, labels, boxes
 
 
+def make_scenes(n: int, size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``n`` scenes ``[n, 3, size, size]`` in [0, 1], each holding one disc, one square and one cross, and their
+    segmentation ``[n, size, size]`` (0 background, 1 disc, 2 square, 3 cross: ``SCENE_CLASSES``).
+
+    Each shape sits in its own quadrant (three of the four, at random), in a random colour and size.
+    """
+    g = torch.Generator().manual_seed(seed)
+    grey = torch.rand(n, 1, size // 8, size // 8, generator=g)
+    low = 0.75 * grey + 0.25 * torch.rand(n, 3, size // 8, size // 8, generator=g)
+    images = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1) * 0.6 + 0.2
+    segmentation = torch.zeros(n, size, size, dtype=torch.long)
+    half = size / 2
+    quadrants = torch.stack([torch.randperm(4, generator=g)[:3] for _ in range(n)])  # [n,3] quadrant of each kind
+    for kind in range(len(CLASSES)):
+        q = quadrants[:, kind]
+        r = half * (0.25 + 0.15 * torch.rand(n, generator=g))
+        cy = (q // 2).float() * half + half / 2 + (half / 2 - r) * (2 * torch.rand(n, generator=g) - 1)
+        cx = (q % 2).float() * half + half / 2 + (half / 2 - r) * (2 * torch.rand(n, generator=g) - 1)
+        mask = _shape_mask(kind, size, cy, cx, r)  # [n,H,W]
+        colours = torch.rand(n, 3, generator=g)
+        colours = torch.where(colours.mean(1, keepdim=True) > 0.5, colours, 1 - colours)
+        images = torch.where(mask[:, None], colours[:, :, None, None], images)
+        segmentation[mask] = kind + 1
+    images = (images + 0.03 * torch.randn(images.shape, generator=g)).clamp(0, 1)
+    return images, segmentation
+
+
+SCENE_CLASSES = ("background", *CLASSES)
+
+
+class ScenesDataset(Dataset):
+    """Normalised scenes as dicts ``{"image", "mask"}`` (the mask: each pixel's category, ``SCENE_CLASSES``).
+
+    SaliencyMonitor takes the ``"mask"`` as the probe's segmentation: with ``SegmentationTarget(category)`` the maps
+    explain the category's logits over its true pixels, and the localisation scores compare them with that mask.
+    """
+
+    classes = SCENE_CLASSES
+
+    def __init__(self, n: int, size: int = 64, seed: int = 0) -> None:
+        images, self.masks = make_scenes(n, size, seed)
+        mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+        self.images = (images - mean) / std
+
+    def __len__(self) -> int:
+        return self.masks.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"image": self.images[i], "mask": self.masks[i]}
+
+
 class ShapesDataset(Dataset):
     """Normalised shape images as dicts ``{"image", "label", "box"}``.
 

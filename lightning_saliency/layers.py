@@ -2,18 +2,20 @@
 
 ``"auto"`` runs one dry forward (eval mode, no gradients) on a single probe image and picks the module that
 finishes last before the model's last adaptive (global) pooling module or, without one, the last module whose
-output is a 4-D feature map ``[B, K, h, w]`` larger than 1x1. On torchvision classifiers that is the end of the
-convolutional trunk: ``layer4`` on ResNets, ``features`` on VGG, MobileNet, EfficientNet, DenseNet and ConvNeXt;
-``permute`` (the channels-first view of the last stage) on torchvision's Swin. A vision transformer without global
-pooling (torchvision/timm ViT: its last 4-D output is the patch embedding) gets the LayerNorm that feeds the last
-self-attention (``encoder.layers.encoder_layer_{L-1}.ln_1``): after the last block only the class token reaches
-the logits, so the patch tokens of later layers have zero gradient (pytorch-grad-cam's recommendation).
+output is a feature map ``[B, K, h, w]`` (``[B, K, d, h, w]`` for volumes) larger than 1x1. On torchvision
+classifiers that is the end of the convolutional trunk: ``layer4`` on ResNets, ``features`` on VGG, MobileNet,
+EfficientNet, DenseNet and ConvNeXt; ``permute`` (the channels-first view of the last stage) on torchvision's Swin.
+A vision transformer without global pooling (torchvision/timm ViT: its last 4-D output is the patch embedding) gets
+the LayerNorm that feeds the last self-attention (``encoder.layers.encoder_layer_{L-1}.ln_1``): after the last
+block only the class token reaches the logits, so the patch tokens of later layers have zero gradient (pytorch-
+grad-cam's recommendation).
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,14 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_saliency._runtime import FP32, Precision, eager, eval_mode, preserved_rng
+from lightning_saliency._runtime import FP32, Precision, eager, eval_mode, preserved_rng, to_output
 
 __all__ = ["LayerSpec", "capture_outputs", "find_target_layer", "resolve_target_layer", "spatial_layers"]
 
 LayerSpec = str | nn.Module
 """``"auto"``, a dotted module name such as ``"layer4"`` or ``"features.7"``, or the module itself."""
 
-_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d)
 
 
 def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32) -> list[tuple[str, tuple[int, ...]]]:
@@ -59,6 +61,8 @@ class _Trace:
     """Every module that ran once, with its output shape (``None`` if not a Tensor)."""
     repeated: list[tuple[str, int]]
     """Modules with a 4-D output that ran more than once, and how often: never candidates."""
+    output: tuple[int, ...] | None = None
+    """The model's output shape (read as targets read it), ``None`` if it could not be read."""
 
 
 def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Trace:
@@ -69,7 +73,7 @@ def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Tra
     def record(name: str) -> Any:
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
             runs[name] = runs.get(name, 0) + 1
-            if isinstance(output, Tensor) and output.ndim == 4:
+            if isinstance(output, Tensor) and output.ndim == inputs.ndim:  # [B,K,h,w], or [B,K,d,h,w] for volumes
                 order.pop(name, None)
                 order[name] = tuple(output.shape)
             finished[name] = tuple(output.shape) if isinstance(output, Tensor) else None
@@ -81,14 +85,19 @@ def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Tra
     try:
         # Eval mode: a train-mode dry forward would update BatchNorm statistics (and fail on a 1x1 map with B=1).
         with preserved_rng([inputs.device]), eval_mode(model), torch.no_grad(), eager(), precision.forward_context():
-            model(precision.convert_input(inputs[:1]))
+            raw = model(precision.convert_input(inputs[:1]))
     finally:
         for handle in handles:
             handle.remove()
+    try:
+        output: tuple[int, ...] | None = tuple(to_output(raw, 1).shape)
+    except (TypeError, ValueError):  # an output only an adapter can read: the classifier rules apply
+        output = None
     return _Trace(
         spatial=[(name, shape) for name, shape in order.items() if runs[name] == 1],
         finished=[(name, shape) for name, shape in finished.items() if runs[name] == 1],
         repeated=[(name, runs[name]) for name in order if runs[name] > 1],
+        output=output,
     )
 
 
@@ -112,6 +121,12 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
     module with a 4-D output larger than 1x1 (or the last 4-D output if all are 1x1). On inputs so small that the trunk
     ends at 1x1 the map carries no spatial information: use larger inputs or name an earlier layer.
 
+    A model with a per-pixel output ``[B, N, H, W]`` (segmentation) has no classifier pooling: its trunk ends at the
+    backbone's last feature map, as pytorch-grad-cam's segmentation tutorial takes it (``backbone.layer4`` of
+    torchvision's FCN and DeepLabV3): the last module of a ``backbone`` submodule with a 4-D output if the model has
+    one, else the last module at the coarsest resolution that is not the ``N``-channel logits (an encoder-decoder's
+    bottleneck).
+
     Raises:
         ValueError: If the model has no module with a 4-D output (CAM methods need one).
 
@@ -122,6 +137,9 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
     """
     trace = _dry_forward(model, inputs, precision)
     layers, finished = trace.spatial, trace.finished
+    dense = _dense_trunk(model, trace)
+    if dense is not None:
+        return dense
     pools = [i for i, (n, _) in enumerate(layers) if _is_global_pool(model, n)]
     token_layer = None if pools else _token_layer(model, layers, finished)
     if token_layer is not None:
@@ -141,7 +159,7 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
             "...) need a spatial feature map; name a layer, or use the 'gradient' family of methods for this model."
             + _excluded(trace)
         )
-    larger = [(n, s) for n, s in candidates if s[-1] * s[-2] > 1]
+    larger = [(n, s) for n, s in candidates if _area(s) > 1]
     return (larger or candidates)[-1][0]
 
 
@@ -172,13 +190,28 @@ def resolve_target_layer(
     if layer in modules and layer:
         return layer, modules[layer]
     trace = _dry_forward(model, inputs, precision)
-    spatial = [n for n, s in trace.spatial if s[-1] * s[-2] > 1]
+    spatial = [n for n, s in trace.spatial if _area(s) > 1]
     close = difflib.get_close_matches(layer, list(modules), n=5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"target_layer={layer!r} is not a module of {type(model).__name__}.{hint} Layers with a spatial output, "
         f"first to last: {', '.join(spatial[-12:]) or 'none'}.{_excluded(trace)}"
     )
+
+
+def _dense_trunk(model: nn.Module, trace: _Trace) -> str | None:
+    """The end of a segmentation model's trunk (see :func:`find_target_layer`); ``None`` for other outputs."""
+    out, layers = trace.output, trace.spatial
+    if out is None or len(out) != len(layers[0][1] if layers else ()) or not layers:
+        return None
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        inside = [n for n, _ in layers if n.startswith("backbone.")]
+        if inside:
+            return inside[-1]
+    features = [(n, s) for n, s in layers if s[1] != out[1]] or layers  # not the logits at a coarse resolution
+    coarsest = min(_area(s) for _, s in features)
+    return [n for n, s in features if _area(s) == coarsest][-1]
 
 
 def _is_attention(module: nn.Module) -> bool:
@@ -205,6 +238,11 @@ def _token_layer(
         if s is not None and len(s) == 3 and isinstance(model.get_submodule(n), nn.LayerNorm)
     ]
     return norms[-1] if norms else None
+
+
+def _area(shape: tuple[int, ...]) -> int:
+    """The number of locations of a feature map's shape ``(B, K, *spatial)``."""
+    return math.prod(shape[2:])
 
 
 def _is_global_pool(model: nn.Module, name: str) -> bool:

@@ -19,6 +19,7 @@ Everything is pure torch, batched, and runs on the maps' device.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -40,7 +41,7 @@ ThresholdMethod = Literal["quantile", "otsu"]
 def saliency_to_mask(
     maps: Tensor, method: ThresholdMethod = "quantile", *, quantile: float = 0.8, bins: int = 256
 ) -> Tensor:
-    """Threshold each map into a bool mask ``[B, H, W]``.
+    """Threshold each map into a bool mask ``[B, H, W]`` (``[B, D, H, W]`` for volumes).
 
     * ``"quantile"``: pixels at or above the map's ``quantile`` (0.8 keeps about the top 20 %);
     * ``"otsu"``: Otsu's threshold (the split of a ``bins``-bin histogram over the map's own range that maximises
@@ -50,7 +51,7 @@ def saliency_to_mask(
     at the threshold are all kept. NaNs count as 0.
 
     Args:
-        maps: ``[B, 1, H, W]`` or ``[B, H, W]`` saliency, any real range.
+        maps: ``[B, 1, H, W]`` or ``[B, H, W]`` saliency (``[B, 1, D, H, W]`` for volumes), any real range.
         method: ``"quantile"`` or ``"otsu"``.
         quantile: In ``[0, 1)``, for ``method="quantile"``.
         bins: Histogram bins (>= 2) for ``method="otsu"``.
@@ -70,8 +71,9 @@ def saliency_to_mask(
         tensor([[[0, 0, 1],
                  [0, 1, 1]]], dtype=torch.int32)
     """
-    flat = _maps(maps).flatten(1)  # [B,HW]
-    b, (h, w) = flat.shape[0], _maps(maps).shape[-2:]
+    values = _maps(maps)  # [B,H,W] or [B,D,H,W]
+    flat = values.flatten(1)  # [B,HW]
+    b, shape = flat.shape[0], values.shape[1:]
     lo = flat.min(1, keepdim=True).values if flat.numel() else flat[:, :1]  # [B,1]
     if method == "quantile":
         if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 <= quantile < 1:
@@ -84,7 +86,7 @@ def saliency_to_mask(
         keep = _otsu(flat, lo, bins)
     else:
         raise ValueError(f"method must be 'quantile' or 'otsu', got {method!r}.")
-    return (keep & (flat > lo)).view(b, h, w)
+    return (keep & (flat > lo)).view(b, *shape)
 
 
 def _otsu(flat: Tensor, lo: Tensor, bins: int) -> Tensor:
@@ -105,8 +107,8 @@ def _otsu(flat: Tensor, lo: Tensor, bins: int) -> Tensor:
     return idx > split
 
 
-def largest_component(mask: Tensor, connectivity: Literal[4, 8] = 8) -> Tensor:
-    """Keep only the largest connected component of each mask ``[B, H, W]``.
+def largest_component(mask: Tensor, connectivity: Literal[4, 8, 6, 26] = 8) -> Tensor:
+    """Keep only the largest connected component of each mask ``[B, H, W]`` (or volume mask ``[B, D, H, W]``).
 
     Components are found in torch by label propagation: every pixel starts with its own label and takes the
     largest label among its neighbours inside the mask (a 3 x 3 max-pool for 8-connectivity, the 4 direct
@@ -115,14 +117,15 @@ def largest_component(mask: Tensor, connectivity: Literal[4, 8] = 8) -> Tensor:
     first in raster order wins. An empty mask stays empty.
 
     Args:
-        mask: ``[B, H, W]`` bool (or 0/1) masks.
-        connectivity: 8 (diagonal neighbours connect, the default) or 4.
+        mask: ``[B, H, W]`` bool (or 0/1) masks, or ``[B, D, H, W]``.
+        connectivity: 8 (diagonal neighbours connect, the default) or 4 (only the direct ones); for volumes 26 (the
+            default; 8 means it too) or 6 (4 means it too).
 
     Returns:
         ``[B, H, W]`` bool, on the mask's device.
 
     Raises:
-        ValueError: If the mask is not ``[B, H, W]`` or ``connectivity`` is not 4 or 8.
+        ValueError: If the mask is not ``[B, H, W]`` (``[B, D, H, W]``) or ``connectivity`` is not 4, 8, 6 or 26.
 
     Example:
         >>> mask = torch.tensor([[[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 0, 1]]], dtype=torch.bool)
@@ -134,22 +137,24 @@ def largest_component(mask: Tensor, connectivity: Literal[4, 8] = 8) -> Tensor:
         [0, 0, 0]
     """
     mask = _masks(mask, "mask")
-    if connectivity not in (4, 8) or isinstance(connectivity, bool):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}.")
-    b, h, w = mask.shape
-    n = h * w
+    allowed = (4, 8) if mask.ndim == 3 else (4, 8, 6, 26)
+    if connectivity not in allowed or isinstance(connectivity, bool):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r} (6 or 26 for volumes).")
+    full = connectivity in (8, 26)
+    b, shape = mask.shape[0], tuple(mask.shape[1:])
+    n = math.prod(shape)
     if mask.numel() == 0:
         return mask.clone()
     dtype = torch.float32 if n < 2**24 else torch.float64  # labels are exact integers in the float type
     # Label = n - raster index, so the label a component converges to (its maximum) marks its first pixel.
-    start = (n - torch.arange(n, device=mask.device, dtype=dtype)).view(1, 1, h, w)
+    start = (n - torch.arange(n, device=mask.device, dtype=dtype)).view(1, 1, *shape)
     inside = mask[:, None].to(dtype)  # [B,1,H,W]
     labels = start * inside  # [B,1,H,W], 0 outside
     while True:
-        grown = _neighbour_max(labels, connectivity) * inside
+        grown = _neighbour_max(labels, full) * inside
         # Pointer jumping: label L names pixel n - L of the same component; take that pixel's (larger) label.
         pointers = (n - grown).clamp(0, n - 1).long().view(b, n)
-        grown = torch.maximum(grown, grown.view(b, n).gather(1, pointers).view(b, 1, h, w) * inside)
+        grown = torch.maximum(grown, grown.view(b, n).gather(1, pointers).view(b, 1, *shape) * inside)
         if torch.equal(grown, labels):
             break
         labels = grown
@@ -160,37 +165,39 @@ def largest_component(mask: Tensor, connectivity: Literal[4, 8] = 8) -> Tensor:
     # largest count first, ties to the larger label (the earlier start)
     score = counts * (n + 1) + torch.arange(n + 1, device=mask.device)
     best = score.argmax(1, keepdim=True)  # [B,1]
-    return ((flat == best) & (best > 0)).view(b, h, w)
+    return ((flat == best) & (best > 0)).view(b, *shape)
 
 
-def _neighbour_max(labels: Tensor, connectivity: int) -> Tensor:
-    if connectivity == 8:
-        return F.max_pool2d(labels, 3, stride=1, padding=1)
-    padded = F.pad(labels, (1, 1, 1, 1))  # zero padding: labels are >= 0
-    return torch.stack(
-        [
-            labels,
-            padded[..., :-2, 1:-1],  # up
-            padded[..., 2:, 1:-1],  # down
-            padded[..., 1:-1, :-2],  # left
-            padded[..., 1:-1, 2:],  # right
-        ]
-    ).amax(0)
+def _neighbour_max(labels: Tensor, full: bool) -> Tensor:
+    """The largest label among each pixel and its neighbours: all of them (``full``), or the face neighbours."""
+    if full:
+        pool = F.max_pool2d if labels.ndim == 4 else F.max_pool3d
+        return pool(labels, 3, stride=1, padding=1)
+    dims = labels.ndim - 2
+    padded = F.pad(labels, (1, 1) * dims)  # zero padding: labels are >= 0
+    shifted = [labels]
+    for axis in range(dims):  # the two face neighbours along each axis
+        for lo, hi in ((None, -2), (2, None)):
+            index: list[slice] = [slice(1, -1)] * dims
+            index[axis] = slice(lo, hi)
+            shifted.append(padded[(slice(None), slice(None), *index)])
+    return torch.stack(shifted).amax(0)
 
 
 def mask_to_box(mask: Tensor) -> Tensor:
     """The tight bounding box of each mask: ``[B, 4]`` float ``(x1, y1, x2, y2)``, half-open, ``x`` = column.
 
-    An empty mask gives ``(0, 0, 0, 0)`` (zero area: its IoU with any box is 0).
+    For volume masks ``[B, D, H, W]``: ``[B, 6]`` ``(x1, y1, z1, x2, y2, z2)``, ``z`` the depth. An empty mask gives
+    the all-zero box (zero volume: its IoU with any box is 0).
 
     Args:
-        mask: ``[B, H, W]`` bool (or 0/1) masks.
+        mask: ``[B, H, W]`` bool (or 0/1) masks, or ``[B, D, H, W]``.
 
     Returns:
-        ``[B, 4]`` float32, on the mask's device.
+        ``[B, 4]`` (``[B, 6]``) float32, on the mask's device.
 
     Raises:
-        ValueError: If the mask is not ``[B, H, W]``.
+        ValueError: If the mask is not ``[B, H, W]`` or ``[B, D, H, W]``.
 
     Example:
         >>> mask = torch.zeros(2, 4, 5, dtype=torch.bool)
@@ -200,15 +207,17 @@ def mask_to_box(mask: Tensor) -> Tensor:
                 [0., 0., 0., 0.]])
     """
     mask = _masks(mask, "mask")
-    b, h, w = mask.shape
-    rows, cols = mask.any(2), mask.any(1)  # [B,H], [B,W]
-    r = torch.arange(h, device=mask.device)
-    c = torch.arange(w, device=mask.device)
-    y1 = torch.where(rows, r, h).amin(1, keepdim=True) if h else torch.zeros(b, 1, dtype=torch.long)
-    y2 = torch.where(rows, r + 1, 0).amax(1, keepdim=True) if h else torch.zeros(b, 1, dtype=torch.long)
-    x1 = torch.where(cols, c, w).amin(1, keepdim=True) if w else torch.zeros(b, 1, dtype=torch.long)
-    x2 = torch.where(cols, c + 1, 0).amax(1, keepdim=True) if w else torch.zeros(b, 1, dtype=torch.long)
-    boxes = torch.cat([x1, y1, x2, y2], 1).float()  # [B,4]
+    b = mask.shape[0]
+    axes = list(range(mask.ndim - 1, 0, -1))  # x (the last axis, columns) first, then y, then z
+    starts, stops = [], []
+    for axis in axes:
+        size = mask.shape[axis]
+        present = mask.any(dim=[d for d in range(1, mask.ndim) if d != axis])  # [B,size]
+        index = torch.arange(size, device=mask.device)
+        zero = torch.zeros(b, 1, dtype=torch.long, device=mask.device)
+        starts.append(torch.where(present, index, size).amin(1, keepdim=True) if size else zero)
+        stops.append(torch.where(present, index + 1, 0).amax(1, keepdim=True) if size else zero)
+    boxes = torch.cat(starts + stops, 1).float()  # [B,4] (x1, y1, x2, y2) or [B,6]
     empty = ~mask.flatten(1).any(1)  # [B]
     return boxes.masked_fill(empty[:, None], 0.0)
 
@@ -249,17 +258,16 @@ def box_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
         >>> box_iou(torch.tensor([[0.0, 0, 4, 4], [0, 0, 0, 0]]), torch.tensor([[2.0, 0, 6, 4], [0, 0, 0, 0]]))
         tensor([0.3333, 0.0000])
     """
-    if boxes_a.ndim != 2 or boxes_a.shape[-1] != 4 or boxes_a.shape != boxes_b.shape:
+    if boxes_a.ndim != 2 or boxes_a.shape[-1] not in (4, 6) or boxes_a.shape != boxes_b.shape:
         raise ValueError(
-            f"box_iou expects two [B, 4] tensors of boxes (x1, y1, x2, y2), got {tuple(boxes_a.shape)} and "
-            f"{tuple(boxes_b.shape)}."
+            f"box_iou expects two [B, 4] tensors of boxes (x1, y1, x2, y2) (or [B, 6] for volumes), got "
+            f"{tuple(boxes_a.shape)} and {tuple(boxes_b.shape)}."
         )
     a, b = boxes_a.float(), boxes_b.to(device=boxes_a.device, dtype=torch.float32)
-    area_a = (a[:, 2] - a[:, 0]).clamp_min(0) * (a[:, 3] - a[:, 1]).clamp_min(0)
-    area_b = (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0)
-    iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp_min(0)
-    ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp_min(0)
-    inter = iw * ih
+    k = a.shape[1] // 2  # axes
+    area_a = (a[:, k:] - a[:, :k]).clamp_min(0).prod(1)
+    area_b = (b[:, k:] - b[:, :k]).clamp_min(0).prod(1)
+    inter = (torch.minimum(a[:, k:], b[:, k:]) - torch.maximum(a[:, :k], b[:, :k])).clamp_min(0).prod(1)
     union = area_a + area_b - inter
     return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
 
@@ -289,22 +297,26 @@ def mask_iou(masks_a: Tensor, masks_b: Tensor) -> Tensor:
 # ---------------------------------------------------------------------- checks
 
 
+def _squeezed(x: Tensor) -> Tensor:
+    """``[B, *spatial]`` from ``[B, 1, *spatial]`` (a channel of one) or ``[B, *spatial]``."""
+    return x[:, 0] if x.ndim in (4, 5) and x.shape[1] == 1 else x
+
+
 def _maps(maps: Tensor) -> Tensor:
-    """``[B, H, W]`` float32, NaN-free, from ``[B, 1, H, W]`` or ``[B, H, W]``."""
-    if not isinstance(maps, Tensor) or not (maps.ndim == 3 or (maps.ndim == 4 and maps.shape[1] == 1)):
+    """``[B, H, W]`` (``[B, D, H, W]``) float32, NaN-free, from ``[B, 1, H, W]``, ``[B, H, W]``, ``[B, 1, D, H, W]``."""
+    ok = isinstance(maps, Tensor) and (maps.ndim == 3 or (maps.ndim in (4, 5) and maps.shape[1] == 1))
+    if not ok:
         got = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
-        raise ValueError(f"maps must be a Tensor [B, 1, H, W] or [B, H, W], got {got}.")
-    maps = maps[:, 0] if maps.ndim == 4 else maps
-    return torch.nan_to_num(maps.detach().float(), nan=0.0)
+        raise ValueError(f"maps must be a Tensor [B, 1, H, W] or [B, H, W], got {got} (volumes: [B, 1, D, H, W]).")
+    return torch.nan_to_num(_squeezed(maps).detach().float(), nan=0.0)
 
 
 def _masks(mask: Tensor, arg: str) -> Tensor:
-    """``[B, H, W]`` bool, from bool or 0/1 ``[B, H, W]`` (or ``[B, 1, H, W]``)."""
-    if isinstance(mask, Tensor) and mask.ndim == 4 and mask.shape[1] == 1:
-        mask = mask[:, 0]
-    if not isinstance(mask, Tensor) or mask.ndim != 3:
+    """``[B, H, W]`` (``[B, D, H, W]``) bool, from bool or 0/1 masks (a channel of one accepted)."""
+    if not isinstance(mask, Tensor) or _squeezed(mask).ndim not in (3, 4):
         got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(f"{arg} must be a bool Tensor [B, H, W], got {got}.")
+        raise ValueError(f"{arg} must be a bool Tensor [B, H, W], got {got} (volumes: [B, D, H, W]).")
+    mask = _squeezed(mask)
     return mask if mask.dtype == torch.bool else mask != 0
 
 

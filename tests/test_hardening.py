@@ -357,7 +357,7 @@ def test_targets_out_of_range(name, bad, tiny_cnn, probe_batch):
     assert_untouched(before, tiny_cnn)
 
 
-@pytest.mark.filterwarnings("ignore:The model's logits are non-finite:lightning_saliency.SaliencyWarning")
+@pytest.mark.filterwarnings("ignore:The model's output is non-finite:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_inputs_give_nan_free_maps_and_leave_other_images_alone(name, value, tiny_cnn, probe_batch):
@@ -388,7 +388,7 @@ def test_constant_image(name, tiny_cnn):
     check_maps(build(name)(tiny_cnn, inputs, torch.tensor([0, 3])), inputs)
 
 
-@pytest.mark.filterwarnings("ignore:The model's logits are non-finite:lightning_saliency.SaliencyWarning")
+@pytest.mark.filterwarnings("ignore:The model's output is non-finite:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
 def test_model_returning_nan_gives_nan_free_maps(name, tiny_cnn, probe_batch):
     inputs, targets = probe_batch
@@ -533,7 +533,7 @@ def test_probe_larger_than_the_validation_set_through_the_trainer(tmp_path):
     assert monitor.last_maps["gradient"].shape == (6, 1, 16, 16)
 
 
-@pytest.mark.filterwarnings("ignore:The model's logits are non-finite:lightning_saliency.SaliencyWarning")
+@pytest.mark.filterwarnings("ignore:The model's output is non-finite:lightning_saliency.SaliencyWarning")
 def test_non_finite_validation_images_warn_and_maps_stay_clean(tmp_path):
     train, _ = loaders()
     data = make_data(8, seed=1)

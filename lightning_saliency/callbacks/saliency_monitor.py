@@ -58,6 +58,7 @@ from lightning_saliency.monitoring.summary import Alarm, History, alarm_lines, s
 from lightning_saliency.monitoring.targeting import Explained, TargetSpec, explain
 from lightning_saliency.probe import Probe, data_class_names, probe_from_trainer
 from lightning_saliency.render import COLORMAPS
+from lightning_saliency.render.volumes import VOLUME_VIEWS
 from lightning_saliency.targets import Target
 
 __all__ = ["Alarm", "SaliencyMonitor"]
@@ -132,6 +133,10 @@ class SaliencyMonitor(EpochEndMonitor):
         grid_columns: At most this many cells per line in the grids (default 5: the input and four methods);
             with more methods an image's cells are spread over several lines, so the grids stay readable at
             TensorBoard's default card width. ``None`` for one line per image however wide.
+        volume_view: How volumes ``[B, C, D, H, W]`` are drawn (:mod:`~lightning_saliency.render.volumes`):
+            ``"slices"`` (default; the axial, coronal and sagittal planes through the methods' consensus peak, and
+            the maximum-intensity projection along the depth) or
+            ``"frames"`` (video: four frames evenly spaced in time). Images ignore it.
 
     Raises:
         ValueError: If an argument is out of range or names an unknown method.
@@ -170,6 +175,7 @@ class SaliencyMonitor(EpochEndMonitor):
         log_prefix: str = "saliency",
         class_names: Sequence[str] | None = None,
         grid_columns: int | None = 5,
+        volume_view: str = "slices",
     ) -> None:
         super().__init__(every_n_epochs, log_prefix)
         self.methods = build_methods(methods, target_layer)
@@ -198,6 +204,9 @@ class SaliencyMonitor(EpochEndMonitor):
         self.colormap, self.alpha = colormap, float(alpha)
         self.class_names = check_class_names(class_names)
         self.grid_columns = None if grid_columns is None else int_at_least(grid_columns, 1, "grid_columns")
+        if volume_view not in VOLUME_VIEWS:
+            raise ValueError(f"volume_view must be one of {VOLUME_VIEWS}, got {volume_view!r}.")
+        self.volume_view = volume_view
         self.output_adapter = output_adapter
         self._probe_spec = check_probe_spec(probe)
         self._restored_indices: list[int] | None = None  # the probe of a resumed checkpoint (when probe=None)
@@ -210,6 +219,7 @@ class SaliencyMonitor(EpochEndMonitor):
         self.last_maps: dict[str, Tensor] = {}
         """The maps of the last logged epoch on rank 0: method label -> ``[B, 1, H, W]`` on the CPU."""
         self.history: History = {}
+        self._history_rows: list[list[int]] | None = None  # what the history's rows are (Explained.identity)
         """Per method label, ``(epoch, maps [B, 1, h, w])`` of the last ``history_size`` logged validation epochs."""
         self.last_scores: dict[str, dict[str, float]] = {}
         """The scores of the last logged epoch on rank 0: method label -> score name -> mean over the probe."""
@@ -257,6 +267,7 @@ class SaliencyMonitor(EpochEndMonitor):
             "probe_indices": self._probe_indices,
             "num_samples": self.num_samples,
             "history": {label: [(epoch, m.clone()) for epoch, m in entries] for label, entries in self.history.items()},
+            "history_rows": self._history_rows,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -281,6 +292,7 @@ class SaliencyMonitor(EpochEndMonitor):
             self._restored_indices = [int(i) for i in indices]
             self._probe_indices = list(self._restored_indices)
         labels = {m.label for m in self.methods}
+        self._history_rows = state_dict.get("history_rows")
         history = state_dict.get("history", {})
         self.history = {
             label: [(int(epoch), m.float().cpu()) for epoch, m in entries][-self.history_size :]
@@ -313,8 +325,9 @@ class SaliencyMonitor(EpochEndMonitor):
         """
         run = Run(precision or Precision(), self.output_adapter)
         explained = explain(pl_module, probe, self.targets, run, self._class_names)
-        rows = probe.subset(explained.rows)
-        return self._run_work(pl_module, rows, explained.target, run, Failures(isolate=False), scores=[]).maps
+        return self._run_work(
+            pl_module, explained.probe, explained.target, run, Failures(isolate=False), scores=[]
+        ).maps
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Every rank takes the same probe, computes its share, and joins the same collectives in the same order
@@ -328,7 +341,7 @@ class SaliencyMonitor(EpochEndMonitor):
             images = self._run_probe(trainer, stage)
             run = Run(Precision.from_trainer(trainer), self.output_adapter)
             explained = explain(pl_module, images, self.targets, run, self._class_names)  # the same on every rank
-            probe = images.subset(explained.rows)  # one row per image, or per (image, label)
+            probe = explained.probe  # one row per image, per (image, label), or per image showing the category
             share = torch.as_tensor(shard(len(probe), trainer.world_size, trainer.global_rank))
             names = scheduled_scores(self.scores, expensive=expensive)
             with progress_bar(trainer, self._steps(names), "Saliency") as progress:
@@ -414,7 +427,7 @@ class SaliencyMonitor(EpochEndMonitor):
     ) -> None:
         """Phases 5 to 7 on rank 0: summarise across epochs, render, write to the sinks."""
         prefix, epoch, step = self._prefix(stage), trainer.current_epoch, trainer.global_step
-        alarms = self._run_summary(trainer, stage, probe, result)
+        alarms = self._run_summary(trainer, stage, probe, explained, result)
         when = f"epoch {epoch}, step {step}"
         images, view = self._run_render(prefix, stage, probe, explained.captions, result, alarms, when, epoch)
         texts = {f"{prefix}/alarms": "\n".join(f"- {line}" for line in alarms)} if alarms else {}
@@ -423,11 +436,20 @@ class SaliencyMonitor(EpochEndMonitor):
         scalars.update({f"{prefix}/time/{name}": seconds for name, seconds in result.times.items()})
         self._write(trainer, Record(step, images, scalars, texts, self._charts(prefix), view))
 
-    def _run_summary(self, trainer: pl.Trainer, stage: str, probe: Probe, result: EpochResult) -> list[str]:
+    def _run_summary(
+        self, trainer: pl.Trainer, stage: str, probe: Probe, explained: Explained, result: EpochResult
+    ) -> list[str]:
         """Phase 5: the history and the scores against the previous epoch (validation), means, alarms that fired."""
         epoch = trainer.current_epoch
         self.last_maps = result.maps
         if stage == "validate":
+            if self.history and self._history_rows is not None and explained.identity != self._history_rows:
+                rank_zero_info(
+                    f"SaliencyMonitor starts its map history anew at epoch {epoch}: the probe's rows changed "
+                    "(the positive labels a multi-label target explains), so earlier maps are not comparable."
+                )
+                self.history = {}
+            self._history_rows = explained.identity
             failures = Failures(isolate=not self.strict)
             summarise(self.history, epoch, result, self.scores, self.history_size, failures)
             self._report_failures(trainer, stage, [Report(None, failures.failed, [])])
@@ -458,7 +480,14 @@ class SaliencyMonitor(EpochEndMonitor):
         """Phase 6: the captioned images of the epoch, and the view of it that TensorBoard's SALIENCY tab shows."""
         self.last_row_labels = rows
         options = RenderOptions(
-            self.mean, self.std, self.alpha, self.colormap, self.min_display_size, self.grid_columns, self.localisation
+            self.mean,
+            self.std,
+            self.alpha,
+            self.colormap,
+            self.min_display_size,
+            self.grid_columns,
+            self.localisation,
+            self.volume_view,
         )
         history = self.history if stage == "validate" else None
         images = render_epoch(prefix, probe, result, rows, history, options, when)

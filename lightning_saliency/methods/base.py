@@ -44,6 +44,7 @@ from lightning_saliency._runtime import (
     gradients_enabled,
     preserved_rng,
 )
+from lightning_saliency._shapes import interpolation, per_sample
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec, capture_outputs, checked_output, resolve_target_layer
 from lightning_saliency.targets import Target, TargetLike, as_target, resolved
@@ -120,7 +121,8 @@ class GradientPass:
 
     Attributes:
         inputs: ``[B, C, H, W]`` the inputs the gradients are taken at.
-        logits: ``[B, N]`` float32, detached.
+        logits: The model output as targets read it (``[B, N]`` logits, ``[B]``, ``[B, N, H, W]``...), float32,
+            detached.
         input_grads: ``[B, C, H, W]`` float32 d(target score)/d(input), or ``None`` if no method asked.
         activations: layer -> ``[B, K, h, w]`` float32 activations, detached.
         layer_grads: layer -> ``[B, K, h, w]`` float32 d(target score)/d(activation).
@@ -247,15 +249,22 @@ def _check_connected(model: nn.Module, grads: Sequence[Tensor | None], wrt: Sequ
     )
 
 
-def _warn_non_finite(logits: Tensor) -> None:
-    finite = torch.isfinite(logits.detach()).all(1)  # [B]
+def _warn_non_finite(output: Tensor) -> None:
+    """Warn naming the images whose output (``[B]``, ``[B, N]``, ``[B, N, H, W]``, ...) has a NaN or Inf."""
+    finite = torch.isfinite(output.detach()).reshape(output.shape[0], -1).all(1)  # [B]
     if not bool(finite.all()):
         rows = (~finite).nonzero().flatten().tolist()
         warnings.warn(
-            f"The model's logits are non-finite (NaN/Inf) for images {rows}; their saliency maps are set to 0.",
+            f"The model's output is non-finite (NaN/Inf) for images {rows}; their saliency maps are set to 0.",
             SaliencyWarning,
             stacklevel=3,
         )
+
+
+_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[str, nn.Module]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""What ``"auto"`` resolved to, per model and input shape, shared by every method (one dry forward, not one each)."""
 
 
 class _LayerCache:
@@ -272,7 +281,12 @@ class _LayerCache:
         hit = self._cache.get(model)
         if hit is not None and hit[0] == shape:
             return hit[1], hit[2]
-        name, module = resolve_target_layer(model, self.spec, inputs, run.precision)
+        shared = _AUTO_LAYERS.setdefault(model, {}) if self.spec == "auto" else {}
+        if shape in shared:
+            name, module = shared[shape]
+        else:
+            name, module = resolve_target_layer(model, self.spec, inputs, run.precision)
+            shared[shape] = (name, module)
         self._cache[model] = (shape, name, module)
         return name, module
 
@@ -363,7 +377,7 @@ class ActivationMethod(GradientMethod, LayerMethod):
 
     def feature_maps(self, p: GradientPass, layer: nn.Module) -> tuple[Tensor, Tensor | None]:
         """Activations and gradients of ``layer`` as float32 ``[B, K, h, w]`` (gradients ``None`` if not taken)."""
-        size = (p.inputs.shape[-2], p.inputs.shape[-1])
+        size = (p.inputs.shape[-2], p.inputs.shape[-1])  # what a token layer's grid is inferred from
         acts = self.feature_map(p.activations[layer], layer, size)
         grads = p.layer_grads.get(layer)
         return acts, None if grads is None else apply_reshape(self.reshape, grads, size)
@@ -389,22 +403,21 @@ class CAMMethod(ActivationMethod):
         """``ReLU(sum_k w_k A_k)``, ``[B, 1, h, w]``."""
         acts, grads = self.feature_maps(p, layers[0])
         assert grads is not None  # a CAM uses gradients: the pass took them
-        weights = self.channel_weights(acts, grads)  # [B,K] or [B,K,h,w]
-        if weights.ndim == 2:
-            weights = weights[:, :, None, None]
-        return F.relu((weights * acts).sum(1, keepdim=True))  # [B,1,h,w]
+        weights = self.channel_weights(acts, grads)  # [B,K] or [B,K,h,w] ([B,K,d,h,w] for volumes)
+        return F.relu((per_sample(weights, acts) * acts).sum(1, keepdim=True))  # [B,1,h,w]
 
 
 def _check_feature_map(acts: Tensor, layer: nn.Module) -> None:
-    if acts.ndim != 4:
+    if acts.ndim not in (4, 5):
         raise ValueError(
             f"Target layer {type(layer).__name__} outputs shape {tuple(acts.shape)}; CAM methods need a 4-D feature "
-            "map [B, K, h, w]. Pick a convolutional layer (the error of target_layer='auto' lists candidates)."
+            "map [B, K, h, w] (5-D [B, K, d, h, w] for volumes). Pick a convolutional layer (the error of "
+            "target_layer='auto' lists candidates)."
         )
 
 
-def normalize_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
-    """Float32, NaN-free, bilinearly resized to ``size`` and min-max normalised per map to [0, 1].
+def normalize_maps(raw: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Float32, NaN-free, resized to ``size`` (bilinear; trilinear for volumes) and min-max normalised to [0, 1].
 
     A constant map (no evidence) becomes all zeros rather than NaN.
 
@@ -413,12 +426,12 @@ def normalize_maps(raw: Tensor, size: tuple[int, int]) -> Tensor:
         tensor([[[[0.0000, 0.2500, 0.7500, 1.0000]]]])
     """
     maps = torch.nan_to_num(raw.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
-    if tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)  # [B,1,H,W]
+    if tuple(maps.shape[2:]) != tuple(size):
+        maps = F.interpolate(maps, size=size, mode=interpolation(len(size)), align_corners=False)  # [B,1,H,W]
     flat = maps.flatten(1)
-    lo, hi = flat.min(1).values, flat.max(1).values  # [B]
-    span = (hi - lo)[:, None, None, None]
-    return torch.where(span > _EPS, (maps - lo[:, None, None, None]) / span.clamp_min(_EPS), torch.zeros_like(maps))
+    lo, hi = per_sample(flat.min(1).values, maps), per_sample(flat.max(1).values, maps)  # [B,1,1,1]
+    span = hi - lo
+    return torch.where(span > _EPS, (maps - lo) / span.clamp_min(_EPS), torch.zeros_like(maps))
 
 
 def compute_saliency(
@@ -454,7 +467,7 @@ def compute_saliency(
     check_inputs(inputs)
     target = as_target(targets, inputs.shape[0], inputs.device)
     run = Run(precision or FP32, output_adapter)
-    size = (inputs.shape[-2], inputs.shape[-1])
+    size = tuple(inputs.shape[2:])  # (H, W), or (D, H, W) for volumes
     raw: list[Tensor | None] = [None] * len(methods)
     with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
         inputs = inputs.detach().clone()  # a normal tensor, even if handed an inference-mode tensor
@@ -473,11 +486,13 @@ def compute_saliency(
             if raw[i] is None:
                 raw[i] = method.compute(model, inputs, target, run)
         for method, r in zip(methods, raw, strict=True):
-            if r is not None and tuple(r.shape[-2:]) == (1, 1) and size != (1, 1):
+            ones = (1,) * len(size)
+            if r is not None and tuple(r.shape[2:]) == ones and size != ones:
+                sides = "x".join(map(str, size))
                 method._warn_once(
                     "flat",
-                    f"{method.label}: the target layer's feature map is 1x1 for inputs of {size[0]}x{size[1]}, so the "
-                    "map is flat. Use larger inputs or an earlier target_layer.",
+                    f"{method.label}: the target layer's feature map is {'x'.join('1' * len(size))} for inputs of "
+                    f"{sides}, so the map is flat. Use larger inputs or an earlier target_layer.",
                 )
         # Still outside inference mode: the maps are normal tensors even when the caller is in inference mode.
         return [normalize_maps(r, size) for r in raw if r is not None]

@@ -45,7 +45,9 @@ class CAMERAS(LayerMethod):
     (``agreeing_scales_only=False``). Map: ``ReLU(sum_k mean(A)_k * mean(G)_k)`` ``[B, 1, H, W]``.
 
     Beyond the authors' code (batch size 1, square inputs, CUDA only): batches, any device, non-square inputs
-    (height and width scaled separately), the trainer's precision for every forward, and bounded memory.
+    (height and width scaled separately), the trainer's precision for every forward, and bounded memory. Volumes
+    ``[B, C, D, H, W]`` (and video ``[B, C, T, H, W]``) scale height and width and keep the depth (time), resizing
+    trilinearly.
 
     Peak memory beyond the model's weights: the forward of ``batch_size`` images at the largest scale, with an
     autograd graph only from the target layer on (the layers before it run without one, so their activations
@@ -119,8 +121,7 @@ class CAMERAS(LayerMethod):
         agree: list[Tensor] = []
         for factor in self.scales:
             size = (max(1, round(h * factor)), max(1, round(w * factor)))
-            xs = x if size == (h, w) else F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False)
-            p = run_gradient_pass(model, xs.to(x.dtype), t, [layer], run, input_grads=False)
+            p = run_gradient_pass(model, _rescaled(x, size), t, [layer], run, input_grads=False)
             acts.append(self.feature_map(p.activations[layer], layer, size))  # [b,K,h_s,w_s] fp32
             grads.append(apply_reshape(self.reshape, p.layer_grads[layer], size))  # [b,K,h_s,w_s] fp32
             agree.append(_predicts(p.logits, t))  # [b]
@@ -130,7 +131,40 @@ class CAMERAS(LayerMethod):
             counted = torch.ones_like(counted)
         counted[:, counted.sum(0) == 0] = 1.0  # no scale agrees: count them all
         share = counted / counted.sum(0, keepdim=True)  # [S,b] 1/count where counted, else 0
+        if x.ndim == 5:
+            return F.relu(_fuse_volumes(acts, grads, share, tuple(x.shape[2:])))  # [b,1,D,H,W]
         return F.relu(_fuse(acts, grads, share, (h, w)))  # [b,1,H,W]
+
+
+def _rescaled(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``x`` with height and width resized to ``size``: bicubic for images, trilinear (depth kept) for volumes."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if x.ndim == 5:
+        scaled = F.interpolate(x.float(), size=(x.shape[2], *size), mode="trilinear", align_corners=False)
+    else:
+        scaled = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False)
+    return scaled.to(x.dtype)
+
+
+def _fuse_volumes(acts: list[Tensor], grads: list[Tensor], share: Tensor, size: tuple[int, ...]) -> Tensor:
+    """:func:`_fuse` for volumes: each scale's ``A_s, G_s`` resized trilinearly, a block of channels at a time."""
+    b, k = acts[0].shape[:2]
+    used = [s for s in range(len(acts)) if bool(share[s].any())]
+    step = max(1, _FUSE_ELEMENTS // max(1, b * int(torch.tensor(size).prod())))  # channels per block
+    saliency = torch.zeros((b, 1, *size), device=acts[0].device)  # [b,1,D,H,W]
+
+    def mean_over_scales(maps: list[Tensor], c: int) -> Tensor:  # channels c:c+step, [b,k',D,H,W]
+        resized = [
+            share[s][:, None, None, None, None]
+            * F.interpolate(maps[s][:, c : c + step], size=size, mode="trilinear", align_corners=False)
+            for s in used
+        ]
+        return torch.stack(resized).sum(0)
+
+    for c in range(0, k, step):
+        saliency += (mean_over_scales(acts, c) * mean_over_scales(grads, c)).sum(1, keepdim=True)
+    return saliency
 
 
 def _predicts(logits: Tensor, target: Target) -> Tensor:

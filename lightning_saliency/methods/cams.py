@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._shapes import spatial
 from lightning_saliency.methods.base import ActivationMethod, CAMMethod, GradientPass
 from lightning_saliency.methods.registry import register_method
 
@@ -54,8 +55,8 @@ class XGradCAM(CAMMethod):
 
     def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
         """``sum_ij g * A / (sum A + eps)``, ``[B, K]``."""
-        total = activations.sum((2, 3), keepdim=True)  # [B,K,1,1]
-        return (grads * activations / (total + _XGRAD_EPS)).sum((2, 3))
+        total = activations.sum(spatial(activations), keepdim=True)  # [B,K,1,1]
+        return (grads * activations / (total + _XGRAD_EPS)).sum(spatial(grads))
 
 
 @register_method("layercam")
@@ -98,14 +99,14 @@ def eigen_projection(activations: Tensor) -> Tensor:
         tensor([[ True, False],
                 [False, False]])
     """
-    b, _, h, w = activations.shape
+    b, shape = activations.shape[0], activations.shape[2:]  # (h, w), or (d, h, w)
     x = torch.nan_to_num(activations.float()).flatten(2).transpose(1, 2)  # [B,hw,K]
     x = x - x.mean(1, keepdim=True)  # centred over locations
     _, _, vh = torch.linalg.svd(x, full_matrices=False)  # vh [B,min(hw,K),K]
     proj = (x @ vh[:, 0, :, None]).squeeze(2)  # [B,hw]
     mean_act = x.mean(2)  # [B,hw] centred channel mean
     sign = torch.where((proj * mean_act).sum(1) < 0, -1.0, 1.0)  # [B]
-    return (proj * sign[:, None]).view(b, 1, h, w)
+    return (proj * sign[:, None]).view(b, 1, *shape)
 
 
 @register_method("eigencam")

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lightning_saliency._reshape import Reshape, grid_size
 from lightning_saliency._runtime import Run
+from lightning_saliency._shapes import interpolation
 from lightning_saliency.layers import LayerSpec, find_target_layer, resolve_target_layer, spatial_layers
 from lightning_saliency.methods.base import ActivationMethod, GradientPass, normalize_maps
 from lightning_saliency.methods.registry import METHODS, register_method
@@ -163,11 +164,12 @@ class FusedCAM(ActivationMethod):
 
     def from_pass(self, p: GradientPass, layers: Sequence[nn.Module]) -> Tensor:
         """Fused map ``[B, 1, H, W]`` from every fused layer's activations in the pass."""
-        size = (p.inputs.shape[-2], p.inputs.shape[-1])
+        size = tuple(p.inputs.shape[2:])
         maps = []
         for module in layers:
             raw = self.method.from_pass(p, [module])  # [B,1,h,w]
-            scaled = normalize_maps(raw, (raw.shape[-2], raw.shape[-1]))  # min-max at the layer's resolution
-            maps.append(F.interpolate(scaled, size=size, mode="bilinear", align_corners=False))  # [B,1,H,W]
+            scaled = normalize_maps(raw, tuple(raw.shape[2:]))  # min-max at the layer's resolution
+            mode = interpolation(len(size))
+            maps.append(F.interpolate(scaled, size=size, mode=mode, align_corners=False))  # [B,1,H,W]
         stacked = torch.stack(maps)  # [L,B,1,H,W]
         return stacked.mean(0) if self.fuse == "mean" else stacked.amax(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_saliency._shapes import per_sample, spatial
 from lightning_saliency.methods.base import CAMMethod
 from lightning_saliency.methods.registry import register_method
 
@@ -30,7 +31,7 @@ class GradCAM(CAMMethod):
 
     def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
         """``mean_ij grad``, ``[B, K]``."""
-        return grads.mean((2, 3))
+        return grads.mean(spatial(grads))
 
 
 @register_method("gradcam++")
@@ -46,12 +47,12 @@ class GradCAMPlusPlus(CAMMethod):
 
     def channel_weights(self, activations: Tensor, grads: Tensor) -> Tensor:
         """``sum_ij alpha * ReLU(g)``, ``[B, K]``."""
-        scale = grads.abs().flatten(1).amax(1).clamp_min(1e-30)[:, None, None, None]  # [B,1,1,1]
+        scale = per_sample(grads.abs().flatten(1).amax(1).clamp_min(1e-30), grads)  # [B,1,1,1]
         g = grads / scale  # [B,K,h,w] in [-1, 1]
         g2, g3 = g.pow(2), g.pow(3)
-        sum_a = activations.sum((2, 3), keepdim=True)  # [B,K,1,1]
+        sum_a = activations.sum(spatial(activations), keepdim=True)  # [B,K,1,1]
         # With G = s*g: G^2 / (2G^2 + S G^3) = g^2 / (2g^2 + S s g^3), the same alpha without s^3 overflowing.
         denom = 2 * g2 + sum_a * g3 * scale
         safe = torch.where(denom != 0, denom, torch.ones_like(denom))
         alpha = torch.where(denom != 0, g2 / safe, torch.zeros_like(g2))
-        return (alpha * torch.relu(grads)).sum((2, 3))  # [B,K]
+        return (alpha * torch.relu(grads)).sum(spatial(grads))  # [B,K]

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
+from lightning_saliency._shapes import per_sample
 from lightning_saliency.methods.base import GradientMethod, GradientPass, SaliencyMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
 from lightning_saliency.targets import Target
@@ -103,13 +104,13 @@ class SmoothGrad(SaliencyMethod):
         b = inputs.shape[0]
         generator = torch.Generator().manual_seed(self.seed)
         span = (inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)).float().cpu()  # [B]
-        sigma = (self.noise_level * span)[:, None, None, None]  # [B,1,1,1]
+        sigma = per_sample(self.noise_level * span, inputs)  # [B,1,1,1]
         # One draw of n noise patterns, shared by every image (scaled by its own sigma): an image's map then does
         # not depend on which other images are in the batch, nor on its position in it.
         noise = torch.randn((self.num_samples, 1, *inputs.shape[1:]), generator=generator) * sigma  # [n,B,C,H,W]
         noisy = (inputs.float().cpu()[None] + noise).flatten(0, 1).to(inputs.device, inputs.dtype)  # [n*B,C,H,W]
         repeated = targets[torch.arange(self.num_samples * b) % b]  # [n*B]: row i explains image i % B
-        total = torch.zeros((b, 1, *inputs.shape[-2:]), device=inputs.device)
+        total = torch.zeros((b, 1, *inputs.shape[2:]), device=inputs.device)  # [B,1,H,W] ([B,1,D,H,W])
 
         def noisy_chunk(start: int, stop: int) -> None:
             p = run_gradient_pass(model, noisy[start:stop], repeated[start:stop], [], run, input_grads=True)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency._shapes import per_sample
 from lightning_saliency.methods.base import SaliencyMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
 from lightning_saliency.targets import Target, TargetLike, as_target
@@ -101,10 +102,10 @@ def ig_attributions(
     def accumulate(lo: int, hi: int) -> None:  # adds only after its pass succeeded: safe to retry on OOM
         idx = torch.arange(lo, hi, device=x.device)  # [P]
         img, step = idx // steps, idx % steps
-        points = (base[img].float() + a_dev[step, None, None, None] * delta[img]).to(x.dtype)  # [P,C,H,W]
+        points = (base[img].float() + per_sample(a_dev[step], delta) * delta[img]).to(x.dtype)  # [P,C,H,W]
         p = run_gradient_pass(model, points, targets[img], [], run, input_grads=True)
         assert p.input_grads is not None
-        total.index_add_(0, img, p.input_grads * w_dev[step, None, None, None])
+        total.index_add_(0, img, p.input_grads * per_sample(w_dev[step], p.input_grads))
 
     run_chunked(accumulate, b * steps, internal_batch_size, what="path points")
     return delta * total

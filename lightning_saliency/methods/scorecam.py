@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
 from lightning_saliency._reshape import Reshape, apply_reshape
 from lightning_saliency._runtime import Run
+from lightning_saliency._shapes import interpolation, per_sample, spatial
 from lightning_saliency.layers import LayerSpec, capture_outputs
 from lightning_saliency.methods.base import LayerMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
@@ -119,7 +120,8 @@ class ScoreCAM(LayerMethod):
         if self.top_k is not None:
             p = run_gradient_pass(model, inputs, targets, [layer], run, input_grads=False)
             acts = self.feature_map(p.activations[layer], layer, size)  # [B,K,h,w] fp32
-            criterion = apply_reshape(self.reshape, p.layer_grads[layer], size).mean((2, 3))  # [B,K] Grad-CAM weights
+            grads = apply_reshape(self.reshape, p.layer_grads[layer], size)
+            criterion = grads.mean(spatial(grads))  # [B,K] Grad-CAM weights
             del p
         else:
             with torch.inference_mode(), capture_outputs([layer]) as captured:
@@ -142,7 +144,7 @@ class ScoreCAM(LayerMethod):
         if proxy is not None:
             scores = scores.gather(1, proxy)  # unscored channels borrow their nearest scored channel's score
         w = scores if self.weights == "probability" else scores.softmax(1)  # [B,K]
-        return F.relu((w[:, :, None, None] * acts).sum(1, keepdim=True))  # [B,1,h,w]
+        return F.relu((per_sample(w, acts) * acts).sum(1, keepdim=True))  # [B,1,h,w]
 
     def _score(
         self,
@@ -156,16 +158,16 @@ class ScoreCAM(LayerMethod):
     ) -> Tensor:
         """Per (image, channel) score of the masked input, ``[B, K]`` fp32 (unscored entries are 0)."""
         b, k = acts.shape[:2]
-        size = (inputs.shape[-2], inputs.shape[-1])
+        size = tuple(inputs.shape[2:])  # (H, W), or (D, H, W)
         pgc = self.weights == "softmax_over_channels"
         scores = torch.zeros((b, k), device=acts.device)  # [B,K]
         if bool(constant.any()):  # every constant channel masks the input to zeros: one forward for the batch
             zero_logits = run.output(model, torch.zeros_like(inputs[:1])).float()  # [1,N]
-            zero_scores = self._read(zero_logits.expand(b, -1), targets)  # [B]
+            zero_scores = self._read(zero_logits.expand(b, *zero_logits.shape[1:]), targets)  # [B]
             scores = torch.where(constant, zero_scores[:, None], scores)
         todo = ~constant if selected is None else selected  # [B,K]
         img_idx, ch_idx = todo.nonzero(as_tuple=True)  # [P], [P]
-        h, w = acts.shape[-2:]
+        layer_shape = acts.shape[2:]  # (h, w), or (d, h, w)
         if pgc:  # pytorch-grad-cam's masks: upsample (align_corners=True), then normalise with +1e-8
             rep_img, rep_maps, inverse = img_idx, acts[img_idx, ch_idx][:, None], None  # [P,1,h,w]
         else:
@@ -176,15 +178,16 @@ class ScoreCAM(LayerMethod):
             normalised = (flat - lo) / (hi - lo)  # non-constant channels only: hi > lo
             keys = torch.cat([img_idx[:, None].to(normalised.dtype), normalised], 1)  # [P,1+h*w]
             unique, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [U,1+h*w], [P]
-            rep_img, rep_maps = unique[:, 0].long(), unique[:, 1:].view(-1, 1, h, w)  # [U], [U,1,h,w]
+            rep_img, rep_maps = unique[:, 0].long(), unique[:, 1:].view(-1, 1, *layer_shape)  # [U], [U,1,h,w]
         rep_scores = torch.zeros(rep_img.shape[0], device=acts.device)  # [U]
         layout = [torch.channels_last if inputs.device.type == "cpu" and inputs.dim() == 4 else torch.contiguous_format]
 
         def score_chunk(start: int, stop: int) -> None:
             bi = rep_img[start:stop]  # [n]
-            up = F.interpolate(rep_maps[start:stop], size=size, mode="bilinear", align_corners=pgc)  # [n,1,H,W]
-            lo = up.flatten(1).amin(1)[:, None, None, None]  # [n,1,1,1]
-            hi = up.flatten(1).amax(1)[:, None, None, None]
+            mode = interpolation(len(size))
+            up = F.interpolate(rep_maps[start:stop], size=size, mode=mode, align_corners=pgc)  # [n,1,H,W]
+            lo = per_sample(up.flatten(1).amin(1), up)  # [n,1,1,1]
+            hi = per_sample(up.flatten(1).amax(1), up)
             if pgc:
                 masks = (up - lo) / (hi - lo + 1e-8)
             else:

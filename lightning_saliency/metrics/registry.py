@@ -60,13 +60,14 @@ __all__ = [
     "evaluate_scores",
 ]
 
-Need = Literal["model", "confidence", "classes", "regions", "previous_maps", "method", "input_bounds"]
+Need = Literal["model", "confidence", "classes", "images", "regions", "previous_maps", "method", "input_bounds"]
 """What a score reads from its :class:`ScoreContext` besides the maps:
 
 * ``"model"``: the model, inputs and targets (it runs forwards);
 * ``"confidence"``: a target with a probability (:attr:`~lightning_saliency.targets.Target.has_confidence`; not a
   regression): it compares probabilities;
 * ``"classes"``: one class per image (:class:`~lightning_saliency.targets.ClassTarget`): it flips a prediction;
+* ``"images"``: 2-D inputs ``[B, C, H, W]`` (ROAD's imputation is defined on pixel grids, not on volumes);
 * ``"regions"``: ground-truth ``boxes`` or ``masks`` (without them it is skipped, with the reason);
 * ``"previous_maps"``: the previous logged epoch's maps (it starts at the second logged epoch);
 * ``"method"``: the saliency method that made the maps (it recomputes maps);
@@ -125,6 +126,8 @@ class ScoreContext:
             return f"needs a probability, and {self.targets!r} has none"
         if "classes" in needs and not isinstance(self.targets, ClassTarget):
             return f"needs class targets (ClassTarget), not {self.targets!r}"
+        if "images" in needs and self.inputs is not None and self.inputs.ndim != 4:
+            return f"needs 2-D images [B, C, H, W], not inputs of shape {tuple(self.inputs.shape)}"
         if "regions" in needs and self.boxes is None and self.masks is None:
             return "needs boxes or masks"
         if "previous_maps" in needs and self.previous_maps is None:
@@ -329,7 +332,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             True,
             road_score,
             _road,
-            needs=_PROBABILITY,
+            needs=_PROBABILITY | {"images"},
             **_COSTLY,  # type: ignore[arg-type]
         ),
         "infidelity": ScoreInfo(

@@ -72,17 +72,19 @@ class Alarm:
 
 
 def shrink(maps: Tensor, side: int = HISTORY_SIDE) -> Tensor:
-    """Maps ``[B, 1, H, W]`` area-downsampled so the longer side is at most ``side`` (a copy).
+    """Maps ``[B, 1, H, W]`` (volumes ``[B, 1, D, H, W]``) area-downsampled to at most ``side`` a side (a copy).
 
     Example:
         >>> shrink(torch.rand(2, 1, 128, 96)).shape
         torch.Size([2, 1, 64, 48])
+        >>> shrink(torch.rand(1, 1, 16, 128, 128)).shape
+        torch.Size([1, 1, 8, 64, 64])
     """
-    h, w = maps.shape[-2:]
-    scale = min(1.0, side / max(h, w))
+    sizes = maps.shape[2:]
+    scale = min(1.0, side / max(sizes))
     if scale == 1.0:
         return maps.clone()
-    return F.interpolate(maps, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+    return F.interpolate(maps, size=tuple(max(1, round(s * scale)) for s in sizes), mode="area")
 
 
 def summarise(

@@ -6,6 +6,7 @@ the shards, are the same everywhere: a multi-label probe has one row per (image,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_saliency._runtime import Run, eval_mode, module_device, preserved_rng
+from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.probe import Probe
 from lightning_saliency.render import row_labels
 from lightning_saliency.targets import ClassTarget, MultiLabelTarget, SegmentationTarget, Target, as_target
@@ -29,14 +31,31 @@ class Explained:
     """What the rows of one logged epoch explain.
 
     Attributes:
-        rows: ``[R]`` the probe image of each row (one per image, or one per (image, label) when multi-label).
+        rows: ``[R]`` the probe image of each row (one per image, one per (image, label) when multi-label, one per
+            image showing the category when segmenting).
         target: What each of the ``R`` rows explains.
         captions: Each row's caption lines (position and index, truth, prediction or what it explains).
+        probe: The probe's rows, with the ground-truth region of what each row explains: for a
+            :class:`~lightning_saliency.targets.SegmentationTarget` and a probe with segmentation masks, the mask of
+            the category (what the localisation scores compare the maps with); else the probe's boxes and masks.
     """
 
     rows: Tensor
     target: Target
     captions: list[list[str]]
+    probe: Probe
+
+    @property
+    def identity(self) -> list[list[int]]:
+        """What each row is: ``[image]``, or ``[image, label]`` for a multi-label target.
+
+        The map history compares epochs only while this stays the same (a multi-label probe's predicted positives
+        change as the model learns).
+        """
+        rows = self.rows.tolist()
+        if isinstance(self.target, MultiLabelTarget) and self.target.labels is not None:
+            return [[r, int(label)] for r, label in zip(rows, self.target.labels.tolist(), strict=True)]
+        return [[r] for r in rows]
 
 
 def explain(
@@ -73,12 +92,43 @@ def explain(
     elif isinstance(spec, MultiLabelTarget):
         picked, target = spec.positives(output, probe.multi_hot)
         rows = picked.cpu()
-    elif isinstance(spec, SegmentationTarget) and spec.mask is None and probe.segmentation is not None:
-        target = spec.with_mask(probe.segmentation)  # the probe's ground truth of the category
+    elif isinstance(spec, SegmentationTarget):
+        truth = spec.mask is None and probe.segmentation is not None
+        target = spec.with_mask(probe.segmentation) if truth else spec.resolve(output)  # type: ignore[arg-type]
+        rows, target = _showing(target, truth)
     else:
         target = as_target(spec, b).resolve(output)
     target.check(output[rows.to(output.device)])
-    return Explained(rows, target, _captions(probe, rows, target, output[rows.to(output.device)], spec, class_names))
+    view = probe.subset(rows)
+    if isinstance(target, SegmentationTarget) and view.segmentation is not None:
+        view.masks, view.boxes = view.segmentation == target.category, None  # the category's region, per row
+    captions = _captions(probe, rows, target, output[rows.to(output.device)], spec, class_names)
+    return Explained(rows, target, captions, view)
+
+
+def _showing(target: SegmentationTarget, truth: bool) -> tuple[Tensor, SegmentationTarget]:
+    """The images whose mask of the category is not empty, and their target; a warning names the others.
+
+    An empty mask scores 0 whatever the input, so its maps would be empty: those images are left out, not drawn.
+    """
+    assert target.mask is not None
+    present = target.mask.flatten(1).any(1).cpu()  # [B]
+    where = "in the probe's ground truth" if truth else "predicted"
+    if not present.any():
+        raise ValueError(
+            f"{target!r}: no probe image has pixels of category {target.category} {where}, so there is nothing to "
+            "explain. Pick a probe showing it (probe=dataset indices) or another category."
+        )
+    rows = present.nonzero().flatten()
+    if not present.all():
+        absent = (~present).nonzero().flatten().tolist()
+        warnings.warn(
+            f"SaliencyMonitor leaves out the probe images at positions {absent}: they have no pixels of category "
+            f"{target.category} {where}, so their maps would be empty.",
+            SaliencyWarning,
+            stacklevel=2,
+        )
+    return rows, target[rows]
 
 
 def _captions(

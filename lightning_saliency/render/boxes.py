@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
@@ -22,6 +23,7 @@ def draw_localisation(
     boxes_true: Tensor | None = None,
     masks: Tensor | None = None,
     *,
+    true_masks: Tensor | None = None,
     alpha: float = 0.5,
     colormap: str = "turbo",
     pred_colour: Colour = "red",
@@ -38,6 +40,7 @@ def draw_localisation(
         boxes_pred: ``[B, 4]`` predicted boxes (half-open, see the module docstring), drawn in ``pred_colour``.
         boxes_true: ``[B, 4]`` ground-truth boxes, drawn in ``true_colour``, or ``None``.
         masks: ``[B, H, W]`` bool masks (e.g. the thresholded saliency) shaded in ``mask_colour``, or ``None``.
+        true_masks: ``[B, H, W]`` bool ground-truth masks, outlined (their boundary pixels) in ``true_colour``.
         alpha: Opacity of the heat map and of the masks.
         colormap: A name in :data:`lightning_saliency.render.COLORMAPS`.
         pred_colour: Colour name or RGB tuple of the predicted boxes.
@@ -85,17 +88,37 @@ def draw_localisation(
         shade = _masks(masks, "masks").cpu()
         if tuple(shade.shape) != (b, h, w):
             raise ValueError(f"masks must have shape [B, H, W] = {[b, h, w]}, got {tuple(shade.shape)}.")
+    outline = None
+    if true_masks is not None:
+        outline = _masks(true_masks, "true_masks").cpu()
+        if tuple(outline.shape) != (b, h, w):
+            raise ValueError(f"true_masks must have shape [B, H, W] = {[b, h, w]}, got {tuple(outline.shape)}.")
+        outline = _boundary(outline)
     pixels = (canvas * 255).round().to(torch.uint8)  # [B,3,H,W]
     out = []
     for i in range(b):
         img = pixels[i]
         if shade is not None:
             img = draw_segmentation_masks(img, shade[i][None], alpha=float(alpha), colors=[mask_colour])
+        if outline is not None:
+            img = draw_segmentation_masks(img, outline[i][None], alpha=1.0, colors=[true_colour])
         img = _draw_box(img, pred[i], pred_colour, width)
         if true is not None:
             img = _draw_box(img, true[i], true_colour, width)
         out.append(img)
     return torch.stack(out).float() / 255
+
+
+def _boundary(masks: Tensor) -> Tensor:
+    """The pixels of ``masks [B, H, W]`` with a 4-neighbour outside the mask (or on the image border).
+
+    Example:
+        >>> _boundary(torch.ones(1, 3, 3, dtype=torch.bool))[0].int().tolist()
+        [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
+    """
+    outside = F.pad((~masks).float()[:, None], (1, 1, 1, 1), value=1.0)  # [B,1,H+2,W+2]
+    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    return masks & (F.conv2d(outside, cross)[:, 0] > 0)
 
 
 def _draw_box(image: Tensor, box: Tensor, colour: Colour, width: int) -> Tensor:

@@ -73,6 +73,7 @@ def test_a_context_without_what_a_score_needs_skips_it_with_the_reason(name, con
         "model": {"model": None},
         "confidence": {"targets": RegressionTarget(0)},  # a regression output has no probability
         "classes": {"targets": MultiLabelTarget(torch.tensor([0, 1, 2, 3]))},
+        "images": {"inputs": context.inputs[:, :, None], "maps": context.maps[:, :, None]},  # volumes of depth 1
     }
     for need in sorted(info.needs - {"input_bounds"}):
         result = compute_scores(dataclasses.replace(context, **lacking[need]), [name])

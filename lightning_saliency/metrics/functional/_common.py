@@ -23,14 +23,25 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive int (images per forward), got {batch_size!r}.")
 
 
-def _check_maps(maps: Tensor, inputs: Tensor | None = None, *, name: str = "maps") -> Tensor:
-    """``maps`` as float32 ``[B, 1, H, W]`` without NaN/inf (``[B, H, W]`` is accepted too)."""
-    if not isinstance(maps, Tensor) or maps.ndim not in (3, 4) or (maps.ndim == 4 and maps.shape[1] != 1):
+def _check_maps(
+    maps: Tensor, inputs: Tensor | None = None, *, name: str = "maps", volumes: bool | None = None
+) -> Tensor:
+    """``maps`` as float32 ``[B, 1, H, W]`` (volumes: ``[B, 1, D, H, W]``) without NaN/inf.
+
+    ``[B, H, W]`` is accepted too (``[B, D, H, W]`` for volumes: when ``inputs`` are volumes, or ``volumes``).
+    """
+    if volumes is None:
+        volumes = (inputs is not None and inputs.ndim == 5) or (isinstance(maps, Tensor) and maps.ndim == 5)
+    ok = isinstance(maps, Tensor) and (
+        maps.ndim == (4 if volumes else 3) or (maps.ndim == (5 if volumes else 4) and maps.shape[1] == 1)
+    )
+    if not ok:
         got = f"shape {tuple(maps.shape)}" if isinstance(maps, Tensor) else type(maps).__name__
-        raise ValueError(f"{name} must be a Tensor [B, 1, H, W] or [B, H, W], got {got}.")
-    if maps.ndim == 3:
+        want = "[B, 1, D, H, W] or [B, D, H, W]" if volumes else "[B, 1, H, W] or [B, H, W]"
+        raise ValueError(f"{name} must be a Tensor {want}, got {got}.")
+    if maps.ndim == (4 if volumes else 3):
         maps = maps[:, None]  # [B,1,H,W]
-    if inputs is not None and (maps.shape[0] != inputs.shape[0] or maps.shape[-2:] != inputs.shape[-2:]):
+    if inputs is not None and (maps.shape[0] != inputs.shape[0] or maps.shape[2:] != inputs.shape[2:]):
         raise ValueError(
             f"{name} must match the inputs' batch and spatial size: inputs {tuple(inputs.shape)}, "
             f"{name} {tuple(maps.shape)}. Resize the maps to the input size first."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -146,12 +148,12 @@ def saliency_attack_score(
     _check_model_inputs(inputs, targets, model, run)
     maps = _check_maps(maps, inputs)
     _check_fraction(fraction)
-    b, _, h, w = maps.shape
-    k = max(1, round(fraction * h * w))
-    salient = (_pixel_ranks(maps) < k).view(b, 1, h, w)
+    b, spatial = maps.shape[0], tuple(maps.shape[2:])  # (H, W), or (D, H, W)
+    k = max(1, round(fraction * math.prod(spatial)))
+    salient = (_pixel_ranks(maps) < k).view(b, 1, *spatial)
     generator = torch.Generator().manual_seed(seed)
-    random_ranks = _pixel_ranks(torch.rand(b, 1, h, w, generator=generator).to(maps.device))
-    random = (random_ranks < k).view(b, 1, h, w)
+    random_ranks = _pixel_ranks(torch.rand(b, 1, *spatial, generator=generator).to(maps.device))
+    random = (random_ranks < k).view(b, 1, *spatial)
     focused, control = (
         masked_attack_norm(
             model, inputs, targets, pixels, step_size=step_size, max_steps=max_steps, bounds=bounds, run=run

@@ -12,22 +12,23 @@ __all__ = ["energy_pointing_game", "pointing_game", "region_masks", "localisatio
 
 
 def region_masks(
-    shape: tuple[int, int, int], *, boxes: Tensor | None = None, masks: Tensor | None = None, device: torch.device
+    shape: tuple[int, ...], *, boxes: Tensor | None = None, masks: Tensor | None = None, device: torch.device
 ) -> Tensor:
-    """Ground-truth regions as bool masks ``[B, H, W]``, from boxes or masks (exactly one of them).
+    """Ground-truth regions as bool masks ``[B, H, W]`` (``[B, D, H, W]``), from boxes or masks (exactly one).
 
     Box convention: ``boxes [B, 4]`` are ``(x1, y1, x2, y2)`` in pixel coordinates of the map, ``x`` the column
     and ``y`` the row, half-open: pixel ``(row, col)`` is inside when ``x1 <= col < x2`` and ``y1 <= row < y2``
-    (so ``(0, 0, W, H)`` is the whole image). Coordinates outside the image are clipped.
+    (so ``(0, 0, W, H)`` is the whole image). For volumes ``boxes [B, 6]`` are ``(x1, y1, z1, x2, y2, z2)``, ``z``
+    the depth. Coordinates outside the image are clipped.
 
     Args:
-        shape: ``(B, H, W)``.
-        boxes: ``[B, 4]`` boxes, or ``None``.
-        masks: ``[B, H, W]`` (or ``[B, 1, H, W]``) bool/0-1 masks, or ``None``.
+        shape: ``(B, H, W)``, or ``(B, D, H, W)``.
+        boxes: ``[B, 4]`` (``[B, 6]``) boxes, or ``None``.
+        masks: ``[B, H, W]`` (or ``[B, 1, H, W]``; ``[B, D, H, W]``) bool/0-1 masks, or ``None``.
         device: Where the result goes.
 
     Returns:
-        ``[B, H, W]`` bool.
+        ``[B, H, W]`` (``[B, D, H, W]``) bool.
 
     Raises:
         ValueError: Unless exactly one of ``boxes``/``masks`` is given with the right shape.
@@ -37,32 +38,58 @@ def region_masks(
         tensor([[[0, 1, 1],
                  [0, 0, 0]]], dtype=torch.int32)
     """
-    b, h, w = shape
+    b, spatial = shape[0], tuple(shape[1:])
+    corners = 2 * len(spatial)
     if (boxes is None) == (masks is None):
         raise ValueError(
-            "Pass exactly one of boxes [B, 4] (x1, y1, x2, y2) or masks [B, H, W] for localisation scores."
+            f"Pass exactly one of boxes [B, {corners}] or masks [B, *spatial] for localisation scores, got "
+            f"{'both' if boxes is not None else 'neither'}."
+            if corners != 4
+            else "Pass exactly one of boxes [B, 4] (x1, y1, x2, y2) or masks [B, H, W] for localisation scores."
         )
     if masks is not None:
-        if masks.ndim == 4 and masks.shape[1] == 1:
+        if masks.ndim == len(spatial) + 2 and masks.shape[1] == 1:
             masks = masks[:, 0]
-        if tuple(masks.shape) != (b, h, w):
-            raise ValueError(f"masks must have shape [B, H, W] = {[b, h, w]}, got {tuple(masks.shape)}.")
+        if tuple(masks.shape) != (b, *spatial):
+            want = "[B, H, W]" if len(spatial) == 2 else "[B, D, H, W]"
+            raise ValueError(f"masks must have shape {want} = {[b, *spatial]}, got {tuple(masks.shape)}.")
         return masks.to(device=device) != 0
     assert boxes is not None
-    if tuple(boxes.shape) != (b, 4):
-        raise ValueError(f"boxes must have shape [B, 4] = [{b}, 4] as (x1, y1, x2, y2), got {tuple(boxes.shape)}.")
+    if tuple(boxes.shape) != (b, corners):
+        want = "(x1, y1, x2, y2)" if corners == 4 else "(x1, y1, z1, x2, y2, z2)"
+        raise ValueError(
+            f"boxes must have shape [B, {corners}] = [{b}, {corners}] as {want}, got {tuple(boxes.shape)}."
+        )
     boxes = boxes.to(device=device, dtype=torch.float32)
-    cols = torch.arange(w, device=device, dtype=torch.float32)  # [W]
-    rows = torch.arange(h, device=device, dtype=torch.float32)  # [H]
-    in_x = (cols[None] >= boxes[:, 0:1]) & (cols[None] < boxes[:, 2:3])  # [B,W]
-    in_y = (rows[None] >= boxes[:, 1:2]) & (rows[None] < boxes[:, 3:4])  # [B,H]
-    return in_y[:, :, None] & in_x[:, None, :]  # [B,H,W]
+    k = len(spatial)
+    inside = torch.ones((b, *spatial), dtype=torch.bool, device=device)
+    for j, axis in enumerate(range(k - 1, -1, -1)):  # box coordinate j (x, y, z) runs along this spatial axis
+        index = torch.arange(spatial[axis], device=device, dtype=torch.float32)  # [size]
+        within = (index[None] >= boxes[:, j : j + 1]) & (index[None] < boxes[:, k + j : k + j + 1])  # [B,size]
+        view = [b] + [1] * k
+        view[axis + 1] = spatial[axis]
+        inside &= within.view(view)
+    return inside  # [B,H,W]
 
 
 def _regions(maps: Tensor, boxes: Tensor | None, masks: Tensor | None) -> tuple[Tensor, Tensor]:
-    maps = _check_maps(maps)[:, 0]  # [B,H,W]
-    b, h, w = maps.shape
-    return maps, region_masks((b, h, w), boxes=boxes, masks=masks, device=maps.device)
+    maps = _check_maps(maps, volumes=_is_volume(maps, boxes, masks))[:, 0]  # [B,H,W] or [B,D,H,W]
+    return maps, region_masks(tuple(maps.shape), boxes=boxes, masks=masks, device=maps.device)
+
+
+def _is_volume(maps: Tensor, boxes: Tensor | None, masks: Tensor | None) -> bool:
+    """Whether ``maps`` are volume maps ``[B, 1, D, H, W]`` (or ``[B, D, H, W]`` beside 6-number boxes/4-D masks)."""
+    if isinstance(maps, Tensor) and maps.ndim == 5:
+        return True
+    if isinstance(boxes, Tensor) and boxes.ndim == 2 and boxes.shape[1] == 6:
+        return True
+    return (
+        isinstance(masks, Tensor)
+        and isinstance(maps, Tensor)
+        and maps.ndim == 4
+        and masks.ndim == 4
+        and (maps.shape[1] != 1)
+    )
 
 
 def pointing_game(
@@ -96,13 +123,12 @@ def pointing_game(
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}.")
     maps, regions = _regions(maps, boxes, masks)
-    b, h, w = maps.shape
+    b, spatial = maps.shape[0], maps.shape[1:]
     flat = maps.reshape(b, -1)  # [B,HW]
     peak = flat.argmax(1)  # [B] first maximum in raster order
-    py, px = (peak // w).float(), (peak % w).float()
-    rows = torch.arange(h, device=maps.device, dtype=torch.float32)[None, :, None]  # [1,H,1]
-    cols = torch.arange(w, device=maps.device, dtype=torch.float32)[None, None, :]  # [1,1,W]
-    dist2 = (rows - py[:, None, None]) ** 2 + (cols - px[:, None, None]) ** 2  # [B,H,W]
+    coords = torch.stack(torch.unravel_index(peak, tuple(spatial)), 1).float()  # [B,k] (row, col) or (z, y, x)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, device=maps.device) for n in spatial], indexing="ij"))
+    dist2 = ((grid[None].float() - coords.view(b, -1, *([1] * len(spatial)))) ** 2).sum(1)  # [B,H,W]
     hit = (regions & (dist2 <= float(tolerance) ** 2)).flatten(1).any(1)  # [B]
     informative = flat.max(1).values > flat.min(1).values  # [B]
     return (hit & informative).float()

@@ -7,6 +7,8 @@ per forward. Scores read the *softmax probability of the given target class*.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -57,15 +59,16 @@ def _perturbation_curves(
 
     All ``B * (steps + 1)`` perturbed images are built lazily, ``batch_size`` per forward.
     """
-    b, _, h, w = start.shape
+    b, spatial = start.shape[0], tuple(start.shape[2:])  # (H, W), or (D, H, W)
+    pixels = math.prod(spatial)
     n = steps + 1
-    counts = torch.arange(n, device=start.device) * (h * w) // steps  # [S+1] pixels changed at each step
+    counts = torch.arange(n, device=start.device) * pixels // steps  # [S+1] pixels changed at each step
     probs = torch.empty(b * n, dtype=torch.float32, device=start.device)
 
     def chunk(lo: int, hi: int) -> None:
         idx = torch.arange(lo, hi, device=start.device)  # [P]
         img, step = idx // n, idx % n
-        changed = (ranks[img] < counts[step][:, None]).view(-1, 1, h, w)  # [P,1,H,W]
+        changed = (ranks[img] < counts[step][:, None]).view(-1, 1, *spatial)  # [P,1,H,W]
         x = torch.where(changed, finish[img], start[img])  # [P,C,H,W]
         probs[lo:hi] = _target_probs(model, x, targets[img], run)
 

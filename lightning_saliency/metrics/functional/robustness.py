@@ -109,7 +109,11 @@ def infidelity(
     targets = _check_model_inputs(inputs, targets, model, run)
     _check_samples(n_perturb_samples)
     _check_batch_size(batch_size)
-    if not isinstance(attributions, Tensor) or attributions.ndim != 4 or attributions.shape[0] != inputs.shape[0]:
+    if (
+        not isinstance(attributions, Tensor)
+        or attributions.ndim != inputs.ndim
+        or attributions.shape[0] != inputs.shape[0]
+    ):
         got = tuple(attributions.shape) if isinstance(attributions, Tensor) else type(attributions).__name__
         raise ValueError(f"attributions must be a Tensor [B, C, H, W] or [B, 1, H, W] like the inputs, got {got}.")
     try:
