@@ -40,6 +40,11 @@ SETTINGS: dict[str, dict[str, object]] = {
     "cameras": {"batch_size": 2},
     "integrated_gradients": {"steps": 8, "internal_batch_size": 40},
     "fused_cam": {"layers": ["net._blocks.10", TARGET_LAYER]},  # Grad-CAM at 14x14 and 7x7, averaged
+    "rise": {"num_masks": 256},  # 256 forwards per photo (the paper: 4000)
+    "ablationcam": {"batch_size": 256},  # only the head runs on the ablated copies
+    "gradient_shap": {"num_samples": 8},
+    "smoothgrad_sq": {"num_samples": 8},
+    "vargrad": {"num_samples": 8},
 }
 
 

@@ -25,8 +25,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes import MEAN, SCENE_CLASSES, STD, ScenesDataset
 
-from lightning_saliency import SaliencyMonitor
-from lightning_saliency.targets import SegmentationTarget
+from lightning_saliency import SaliencyMonitor, SegmentationTarget
 
 
 def block(cin: int, cout: int) -> nn.Sequential:

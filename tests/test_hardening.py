@@ -31,6 +31,13 @@ FAST_KWARGS: dict[str, dict[str, Any]] = {
     "scorecam": {"batch_size": 8},
     "cameras": {"scales": (1.0, 1.5), "batch_size": 2},
     "integrated_gradients": {"steps": 4, "internal_batch_size": 4},
+    "ablationcam": {"batch_size": 16},
+    "occlusion": {"window": 8, "stride": 4, "batch_size": 32},
+    "rise": {"num_masks": 16, "batch_size": 32},
+    "gradient_shap": {"num_samples": 3, "batch_size": 4},
+    "smoothgrad_sq": {"num_samples": 3, "batch_size": 4},
+    "vargrad": {"num_samples": 3, "batch_size": 4},
+    "finercam": {"base": "layercam"},  # see tests/methods/test_conformance.py: Grad-CAM's base can be all zero here
 }
 HOOK_DICTS = (
     "_forward_hooks",

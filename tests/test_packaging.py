@@ -12,6 +12,7 @@ import ast
 import importlib.metadata as md
 import importlib.util
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,3 +138,19 @@ def test_every_package_directory_is_a_package_that_a_wheel_includes():
     folders = {p.parent for p in (ROOT / "lightning_saliency").rglob("*.py") if "__pycache__" not in p.parts}
     missing = sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists())
     assert not missing, f"folders without __init__.py (left out of a wheel): {missing}"
+
+
+def test_the_package_imports_its_names_lazily_and_tensorboards_plugin_without_torch():
+    """TensorBoard imports the SALIENCY plugin at start-up: that must not pull torch and Lightning (seconds, and an
+    import error in either would break TensorBoard); the package's names come when first used."""
+    code = (
+        "import sys, lightning_saliency.tensorboard.plugin as p\n"
+        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, sorted(sys.modules)\n"
+        "import lightning_saliency as ls\n"
+        "assert set(ls.__all__) == set(ls._EXPORTS) | {'__version__'}\n"
+        "assert ls.SegmentationTarget.__module__ == 'lightning_saliency.targets'\n"
+        "assert all(getattr(ls, name) is not None for name in ls.__all__)\n"
+        "try:\n    ls.nothing_here\nexcept AttributeError as e:\n    assert 'nothing_here' in str(e)\n"
+        "else:\n    raise SystemExit('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -268,7 +268,7 @@ class Dense(L.LightningModule):
     def validation_step(self, batch, _):
         self.log("val_loss", self.loss(batch))
 
-    def test_step(self, batch, _):
+    def test_step(self, batch, batch_idx):
         self.log("test_loss", self.loss(batch))
 
     def configure_optimizers(self):

@@ -110,7 +110,7 @@ class Volumes(L.LightningModule):
         x, y = batch
         self.log("val_loss", nn.functional.cross_entropy(self(x), y))
 
-    def test_step(self, batch, _):
+    def test_step(self, batch, batch_idx):
         x, y = batch
         self.log("test_loss", nn.functional.cross_entropy(self(x), y))
 

@@ -261,6 +261,8 @@ def _warn_non_finite(output: Tensor) -> None:
         )
 
 
+_EPS32 = torch.finfo(torch.float32).eps
+
 _AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[str, nn.Module]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -419,7 +421,8 @@ def _check_feature_map(acts: Tensor, layer: nn.Module) -> None:
 def normalize_maps(raw: Tensor, size: tuple[int, ...]) -> Tensor:
     """Float32, NaN-free, resized to ``size`` (bilinear; trilinear for volumes) and min-max normalised to [0, 1].
 
-    A constant map (no evidence) becomes all zeros rather than NaN.
+    A constant map (no evidence; or constant up to float32 rounding: a span within 16 ulps of its magnitude) becomes
+    all zeros rather than NaN.
 
     Example:
         >>> normalize_maps(torch.tensor([[[[1.0, 3.0]]]]), (1, 4))
@@ -431,7 +434,10 @@ def normalize_maps(raw: Tensor, size: tuple[int, ...]) -> Tensor:
     flat = maps.flatten(1)
     lo, hi = per_sample(flat.min(1).values, maps), per_sample(flat.max(1).values, maps)  # [B,1,1,1]
     span = hi - lo
-    return torch.where(span > _EPS, (maps - lo) / span.clamp_min(_EPS), torch.zeros_like(maps))
+    # Constant up to rounding: a span within 16 float32 ulps of the map's magnitude (relative, so that maps of tiny
+    # raw values, as VarGrad's, keep their structure), or no span at all.
+    flat_map = span <= torch.maximum(16 * _EPS32 * torch.maximum(lo.abs(), hi.abs()), torch.full_like(span, 1e-30))
+    return torch.where(flat_map, torch.zeros_like(maps), (maps - lo) / torch.where(flat_map, 1.0, span))
 
 
 def compute_saliency(

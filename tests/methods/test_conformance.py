@@ -28,6 +28,18 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "scorecam": {"batch_size": 16},
     "cameras": {"scales": (1.0, 1.5), "batch_size": 4},
     "integrated_gradients": {"steps": 4, "internal_batch_size": 8},
+    "ablationcam": {"batch_size": 32},
+    # Zeroing a window moves the tiny CNN's logits (~0.2) by ~1e-3, one bf16 ulp of them: the bf16 test would compare
+    # rounding. A far baseline moves them by ~0.1 (a trained model's logits move that much when zeroed).
+    "occlusion": {"window": 16, "stride": 8, "baseline": 20.0, "batch_size": 64},
+    "rise": {"num_masks": 32, "batch_size": 64},
+    "gradient_shap": {"num_samples": 4, "batch_size": 8},
+    "smoothgrad_sq": {"num_samples": 4, "batch_size": 8},
+    "vargrad": {"num_samples": 4, "batch_size": 8},
+    # Grad-CAM weights of a class's difference with its similar classes can be all negative on the tiny CNN (an
+    # all-zero map, which the contract test takes for a failure); LayerCAM's are non-negative. Grad-CAM's base is
+    # compared with pytorch-grad-cam in tests/methods/test_peers_round2.py.
+    "finercam": {"base": "layercam"},
 }
 
 HOOK_DICTS = (
