@@ -20,7 +20,7 @@ from lightning_saliency._shapes import interpolation, per_sample, spatial
 from lightning_saliency.layers import LayerSpec, capture_outputs
 from lightning_saliency.methods.base import LayerMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
-from lightning_saliency.targets import Target
+from lightning_saliency.targets import Target, UndefinedForTarget
 
 __all__ = ["ScoreCAM"]
 
@@ -114,6 +114,13 @@ class ScoreCAM(LayerMethod):
 
     def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """``ReLU(sum_k w_k A_k)``, ``[B, 1, h, w]`` at the target layer's resolution."""
+        if self.weights == "probability" and not targets.has_confidence:
+            raise UndefinedForTarget(
+                f"{self.label} (weights='probability', the paper's) weighs each channel by the target's probability, "
+                f"which {type(targets).__name__} does not define (its output is unbounded). Use "
+                "ScoreCAM(weights='softmax_over_channels'), pytorch-grad-cam's: the target's score, softmax over "
+                "channels."
+            )
         layer = self.layer(model, inputs, run)
         size = (inputs.shape[-2], inputs.shape[-1])
         selected: Tensor | None = None
