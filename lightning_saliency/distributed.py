@@ -58,6 +58,17 @@ def all_gather_objects(trainer: pl.Trainer, obj: T) -> list[T]:
     return gathered
 
 
+def from_rank_zero(trainer: pl.Trainer, obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (e.g. a plan every rank must follow): one collective.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from_rank_zero(SimpleNamespace(world_size=1), "plan")
+        'plan'
+    """
+    return all_gather_objects(trainer, obj)[0]
+
+
 def gather_rows(trainer: pl.Trainer, local: Tensor, size: int) -> Tensor:
     """Each rank's share ``[S, ...]`` -> the whole probe ``[size, ...]`` in probe order, on the CPU: one collective.
 

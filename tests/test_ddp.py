@@ -14,15 +14,19 @@ from _lightning_models import read_events
 SCRIPT = Path(__file__).resolve().parent / "ddp_run.py"
 
 
-def _run(out: Path, world: int, num_samples: int, *extra: str) -> dict:
+def _launch(out: Path, world: int, num_samples: int, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(SCRIPT), str(out), str(world), str(num_samples), *extra],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=300,  # a hang fails the test
     )
+
+
+def _run(out: Path, world: int, num_samples: int, *extra: str) -> dict:
+    proc = _launch(out, world, num_samples, *extra)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out / "result.pt", weights_only=False)
 
@@ -71,3 +75,23 @@ def test_ddp_a_method_and_a_score_failing_on_one_rank_are_dropped_on_all_and_the
     assert "saliency/flaky" not in events["images"]
     assert len(events["images"]["saliency/gradcam"]) == 1
     assert "saliency/gradcam/insertion" not in events["scalars"]
+
+
+@pytest.mark.slow
+def test_ddp_under_a_budget_every_rank_follows_rank_zeros_plan_and_equals_one_process(tmp_path):
+    single = _run(tmp_path / "single", 1, 5, "budget")
+    ddp = _run(tmp_path / "ddp", 2, 5, "budget")
+    assert ddp["plan"].curve_rows == single["plan"].curve_rows == 3  # rows 0-2: rank 0 has 0, 2; rank 1 has 1
+    assert ddp["plan"].steps == 4
+    for label, scores in single["scores"].items():
+        for name, value in scores.items():
+            assert ddp["scores"][label][name] == pytest.approx(value, abs=1e-5), (label, name)
+    events = read_events(tmp_path / "ddp")
+    assert len(events["scalars"]["saliency/time/budget_credit"]) == 2  # both epochs, rank 0 alone
+
+
+@pytest.mark.slow
+def test_ddp_under_a_budget_a_rank_failing_before_the_plan_fails_the_run_and_nothing_hangs(tmp_path):
+    proc = _launch(tmp_path / "ddp", 2, 5, "budget-fail")
+    assert proc.returncode != 0
+    assert "flaky exploded on rank 1" in proc.stderr, proc.stderr[-4000:]

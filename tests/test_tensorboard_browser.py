@@ -389,7 +389,11 @@ def test_saliency_tab_shows_every_method_and_epoch_of_a_probe_image(tmp_path):
 
     with saliency_tab(logs, find_chrome(), tmp_path / "profile") as (page, url):
         page.evaluate(_select_run("shapes/version_0"))
-        state = wait_for(page, lambda s: s.get("run") == "shapes/version_0" and settled(s) and len(s["cells"]) > 4, 60)
+        state = wait_for(
+            page,
+            lambda s: s.get("run") == "shapes/version_0" and settled(s) and len(s["cells"]) > 4 and s["charts"] >= 4,
+            60,
+        )  # the side's charts are drawn after the cells: wait for them too (the assertion below says what came)
         screenshot_to(page, tmp_path / "saliency.png")
         probe = json.loads(_get(f"{url}/data/plugin/saliency/probe?run=shapes/version_0&prefix=saliency"))
 

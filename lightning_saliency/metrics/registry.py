@@ -10,6 +10,7 @@ iterates the registry.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -113,6 +114,22 @@ class ScoreContext:
     insertion_baseline: Baseline = "blur"
     pointing_tolerance: float = 0.0
 
+    def rows(self, index: Tensor) -> ScoreContext:
+        """The same context for the images ``index`` only (``[R]`` positions), e.g. curves on part of the probe."""
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index.to(t.device)]
+
+        return dataclasses.replace(
+            self,
+            maps=self.maps[index.to(self.maps.device)],
+            inputs=pick(self.inputs),
+            targets=None if self.targets is None else self.targets[index],
+            boxes=pick(self.boxes),
+            masks=pick(self.masks),
+            previous_maps=pick(self.previous_maps),
+        )
+
     @cached_property
     def ranks(self) -> Tensor:
         """Every pixel's rank by saliency ``[B, H*W]`` (0 = most salient), shared by deletion and insertion."""
@@ -156,6 +173,9 @@ class ScoreInfo:
         default: Whether the monitor computes it by default (the costly ones are opt-in).
         group: Scores with the same group share their forwards and are computed by one ``compute`` call (default:
             the score's own name).
+        forwards: Forwards of the model per image per method, given the curve steps (its share of its group's),
+            for a time budget's first estimate before anything was measured; ``None`` where unknown (the costly
+            scores: their first run measures them).
     """
 
     description: str
@@ -166,6 +186,7 @@ class ScoreInfo:
     schedule: Literal["every_epoch", "costly"] = "every_epoch"
     default: bool = True
     group: str = ""
+    forwards: Callable[[int], float] | None = lambda steps: 0.0
 
     @property
     def in_evaluate_scores(self) -> bool:
@@ -249,7 +270,7 @@ def _sensitivity(ctx: ScoreContext) -> dict[str, Tensor]:
 
 _REGIONS: frozenset[Need] = frozenset({"regions"})
 _PROBABILITY: frozenset[Need] = frozenset({"model", "confidence"})
-_COSTLY = {"schedule": "costly", "default": False}
+_COSTLY = {"schedule": "costly", "default": False, "forwards": None}
 
 SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
     {
@@ -259,6 +280,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             deletion_curve,
             _curve("deletion"),
             needs=_PROBABILITY,
+            forwards=lambda steps: steps + 1,
         ),
         "insertion": ScoreInfo(
             "Area under the target probability as the most salient pixels are restored onto a blur (RISE).",
@@ -266,6 +288,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             insertion_curve,
             _curve("insertion"),
             needs=_PROBABILITY,
+            forwards=lambda steps: steps + 1,
         ),
         "average_drop": ScoreInfo(
             "Average Drop: relative fall of the target probability on input * map, in [0, 1].",
@@ -274,6 +297,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             _confidence,
             needs=_PROBABILITY,
             group="confidence",
+            forwards=lambda steps: 1.0,  # the group's two forwards (inputs, inputs * map), one each
         ),
         "increase_in_confidence": ScoreInfo(
             "Increase in Confidence: the share of images whose target probability rises on input * map, in [0, 1].",
@@ -282,6 +306,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             _confidence,
             needs=_PROBABILITY,
             group="confidence",
+            forwards=lambda steps: 1.0,  # the group's two forwards (inputs, inputs * map), one each
         ),
         "pointing_game": ScoreInfo(
             "Pointing game: the map's maximum lies in the ground-truth region.",

@@ -160,7 +160,7 @@ def render_epoch(
     if result.curves:
         panels = [
             curve_plot(
-                {lb: c.mean(0) for lb, c in by_label.items()}, f"{mode} (mean over probe)", x_label=_X_LABELS[mode]
+                {lb: c.nanmean(0) for lb, c in by_label.items()}, f"{mode} (mean over probe)", x_label=_X_LABELS[mode]
             )
             for mode, by_label in result.curves.items()
         ]

@@ -11,6 +11,7 @@ uses its logger's own objects).
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,13 @@ from typing import Any, Protocol
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.loggers.logger import DummyLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image as PILImage
 from PIL.PngImagePlugin import PngInfo
+from tensorboard.compat.proto import summary_pb2
 from torch import Tensor
 
 from lightning_saliency.exceptions import SaliencyWarning
@@ -128,8 +131,9 @@ class TensorBoardSink:
         if record.charts and not self._layout_written:
             self._layout_written = True
             writer.add_custom_scalars(_layout(record.charts))
+        file_writer = writer._get_file_writer()  # what add_image writes to, minus its float round trip
         for image in record.images:
-            writer.add_image(image.tag, pixels(image.image), global_step=record.step, dataformats="HWC")
+            file_writer.add_summary(image_summary(image.tag, pixels(image.image)), global_step=record.step)
         for tag, text in record.texts.items():
             writer.add_text(tag, text, global_step=record.step)
         if record.view is not None:
@@ -166,8 +170,26 @@ def pixels(image: Tensor) -> np.ndarray:
         >>> pixels(torch.tensor([[[0.0, 0.5, 1.0]]]).expand(3, 1, 3))[0].tolist()
         [[0, 0, 0], [127, 127, 127], [255, 255, 255]]
     """
-    hwc = image.detach().float().cpu().permute(1, 2, 0).numpy()
-    return (hwc * 255).clip(0, 255).astype(np.uint8)
+    scaled = (image.detach().float().cpu() * 255).clamp(0, 255).to(torch.uint8)  # truncates, as numpy's astype
+    return scaled.permute(1, 2, 0).contiguous().numpy()
+
+
+def image_summary(tag: str, hwc: np.ndarray) -> summary_pb2.Summary:
+    """``hwc`` (``uint8 [H, W, 3]``) as TensorBoard's image summary: what ``SummaryWriter.add_image`` writes.
+
+    Example:
+        >>> import numpy as np
+        >>> value = image_summary("saliency/overview", np.zeros((2, 3, 3), np.uint8)).value[0]
+        >>> value.tag, value.image.height, value.image.width, value.image.encoded_image_string[1:4]
+        ('saliency/overview', 2, 3, b'PNG')
+    """
+    height, width, channels = hwc.shape
+    buffer = io.BytesIO()
+    PILImage.fromarray(hwc).save(buffer, format="PNG")
+    image = summary_pb2.Summary.Image(
+        height=height, width=width, colorspace=channels, encoded_image_string=buffer.getvalue()
+    )
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)])
 
 
 def _pil(image: Tensor) -> PILImage.Image:
