@@ -14,7 +14,6 @@ The callback orchestrates Lightning's hooks; the work is done by phases, each in
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -49,8 +48,8 @@ from lightning_saliency.distributed import Report, agree, agreed_error, from_ran
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods import SaliencyMethod
-from lightning_saliency.metrics import SCORES, default_scores
-from lightning_saliency.monitoring.budget import Budget, Costs, Plan
+from lightning_saliency.metrics import default_scores
+from lightning_saliency.monitoring.budget import Budget, BudgetKeeper, Plan
 from lightning_saliency.monitoring.maps import compute_maps, method_groups
 from lightning_saliency.monitoring.rendering import RenderOptions, probe_view, render_epoch
 from lightning_saliency.monitoring.result import EpochResult, Failures, describe, drop_failed
@@ -219,10 +218,7 @@ class SaliencyMonitor(EpochEndMonitor):
             raise ValueError(f"volume_view must be one of {VOLUME_VIEWS}, got {volume_view!r}.")
         self.volume_view = volume_view
         self.budget = None if budget is None else Budget(budget).fraction  # checked here, accounted per fit
-        self._budget: Budget | None = None
-        self._budget_mark: float | None = None  # when the monitor's last work in this fit ended
-        self._owed: list[str] = []  # costly scores the budget postponed: wanted until they run
-        self._said_over_budget = False
+        self._keeper: BudgetKeeper | None = None  # the budget's accounting over one fit
         self.last_plan: Plan | None = None
         """What the last logged epoch computed (its scores, curve steps and rows, and what a budget cut)."""
         self.output_adapter = output_adapter
@@ -273,11 +269,12 @@ class SaliencyMonitor(EpochEndMonitor):
             )
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and self.budget is not None:
-            self._budget, self._owed = Budget(self.budget), []
+            self._keeper = BudgetKeeper(self.budget, self.scores, self.score_steps, [m.label for m in self.methods])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the budget's clock: the trainer's time outside the monitor counts from here."""
-        self._budget_mark = time.perf_counter()
+        if self._keeper is not None:
+            self._keeper.start()
 
     def state_dict(self) -> dict[str, Any]:
         """What resuming needs: the probe's identity (dataset indices, not tensors) and the map history.
@@ -361,16 +358,16 @@ class SaliencyMonitor(EpochEndMonitor):
         failures = Failures(isolate=not self.strict)
         error: Exception | None = None
         result, probe, explained = EpochResult(), None, None
-        budgeted = self._budget is not None and stage == "validate" and trainer.state.fn == "fit"
+        keeper = self._keeper if stage == "validate" and trainer.state.fn == "fit" else None
         planned = False  # whether this rank joined the plan's collective (every rank joins it once)
-        if budgeted:  # the last cut first: rank 0 decides whether this epoch can pay for its maps at all
-            skip = from_rank_zero(trainer, self._skip(start))
+        if keeper is not None:  # the last cut first: rank 0 decides whether this epoch can pay for its maps at all
+            skip = from_rank_zero(trainer, keeper.skip(start))
             if skip is not None:
                 self.last_plan = skip
                 if trainer.is_global_zero:
-                    scalars, texts = self._budget_entries(self._prefix(stage), trainer.current_epoch, skip)
+                    scalars, texts = keeper.entries(self._prefix(stage), trainer.current_epoch, skip)
                     self._write(trainer, Record(trainer.global_step, [], scalars, texts))
-                self._account(start, start, EpochResult(), budgeted)
+                keeper.account(start, start, skip, {}, rows=0)
                 return
         try:
             images = self._run_probe(trainer, stage)
@@ -381,12 +378,13 @@ class SaliencyMonitor(EpochEndMonitor):
             names = scheduled_scores(self.scores, expensive=expensive)
             self.last_plan = Plan(tuple(names), self.score_steps)
             planner = None
-            if budgeted:  # after the maps, rank 0 plans the scores and every rank follows: the same work everywhere
+            if keeper is not None:  # after the maps, rank 0 plans the scores, every rank follows: the same work
 
                 def planner(forward: Callable[[], float], done: EpochResult) -> Plan:
                     nonlocal planned
-                    mine = self._plan_safely(names, len(probe), start, forward, done)
-                    plan = from_rank_zero(trainer, mine)
+                    assert keeper is not None
+                    assert probe is not None
+                    plan = from_rank_zero(trainer, keeper.plan(names, len(probe), start, forward, len(done.maps)))
                     planned = True
                     if plan is None:
                         raise RuntimeError("SaliencyMonitor could not plan this epoch within its budget on rank 0.")
@@ -400,21 +398,21 @@ class SaliencyMonitor(EpochEndMonitor):
                 )
         except Exception as exc:  # handled below, on every rank, after the ranks agreed that one failed
             error = exc
-        if budgeted and not planned:  # failed before the plan: join its collective all the same
+        if keeper is not None and not planned:  # failed before the plan: join its collective all the same
             from_rank_zero(trainer, None)
         scored = time.perf_counter()
         reports = agree(trainer, Report.of(result, failures, error))  # the one agreement collective
         error = agreed_error(reports, error)
         if error is not None or probe is None or explained is None:
             self._fail(trainer, stage, error or RuntimeError("no probe"))
-            self._account(start, scored, result, budgeted)
+            self._account(keeper, start, scored, result)
             return
         result = drop_failed(result, {key: m for report in reports for key, m in report.failed.items()})
         if trainer.world_size > 1:
             names = sorted({n for report in reports for n in report.score_names})
             result = gather_result(trainer, result, len(probe), names)
         if not trainer.is_global_zero:
-            self._account(start, scored, result, budgeted)
+            self._account(keeper, start, scored, result)
             return
         self._report_failures(trainer, stage, reports)
         if result.maps:  # else every method failed: reported above, nothing to draw
@@ -422,98 +420,12 @@ class SaliencyMonitor(EpochEndMonitor):
                 self._run_summary_and_write(trainer, stage, probe, explained, result, start)
             except Exception as exc:  # after every collective: safe to report on rank 0 alone
                 self._fail(trainer, stage, exc)
-        self._account(start, scored, result, budgeted)
+        self._account(keeper, start, scored, result)
 
-    def _plan_safely(
-        self, names: Sequence[str], rows: int, start: float, forward: Callable[[], float], done: EpochResult
-    ) -> Plan | None:
-        """:meth:`_plan`, or ``None`` (and a warning) if planning failed: the plan's collective must still run."""
-        try:
-            return self._plan(names, rows, start, forward, done)
-        except Exception as exc:
-            rank_zero_warn(f"SaliencyMonitor could not plan within its budget: {exc!r}", category=SaliencyWarning)
-            return None
-
-    def _plan(
-        self, names: Sequence[str], rows: int, start: float, forward: Callable[[], float], done: EpochResult
-    ) -> Plan:
-        """Phase 2b (rank 0): this epoch's scores within the budget, once the maps ``done`` are made.
-
-        ``forward()`` times one forward of the probe (seconds per row): the first estimate, before anything was
-        measured (:mod:`~lightning_saliency.monitoring.budget`).
-        """
-        assert self._budget is not None
-        wanted = [n for n in self.scores if n in names or n in self._owed]  # postponed costly scores stay wanted
-        outside = start - self._budget_mark if self._budget_mark is not None else 0.0
-        estimate = None
-        measured = self._budget.costs.scores if self._budget.costs is not None else {}
-        if any(n not in measured and SCORES[n].forwards is not None for n in wanted):
-            estimate = Costs.estimate(wanted, forward(), len(done.maps), self.score_steps, rows)
-        elapsed = time.perf_counter() - start
-        plan = self._budget.plan(
-            wanted, self.score_steps, rows=rows, outside=outside, elapsed=elapsed, estimate=estimate
-        )
-        self._owed = [n for n in wanted if SCORES[n].schedule != "every_epoch" and n not in plan.scores]
-        if any("maps alone exceed" in r for r in plan.reduced):
-            self._warn_over_budget(plan)
-        return plan
-
-    def _skip(self, start: float) -> Plan | None:
-        """Phase 1c (rank 0): a plan that logs nothing when the credit cannot pay for this epoch's maps."""
-        assert self._budget is not None
-        outside = start - self._budget_mark if self._budget_mark is not None else 0.0
-        plan = self._budget.skip(outside)
-        if plan is not None:
-            self._warn_over_budget(plan)
-        return plan
-
-    def _warn_over_budget(self, plan: Plan) -> None:
-        if self._said_over_budget:
-            return
-        self._said_over_budget = True
-        rank_zero_warn(
-            f"SaliencyMonitor's maps alone take more than its budget ({self.budget:.0%} of training time: about "
-            f"{plan.estimate:.2f} s against {max(plan.credit, 0):.2f} s): while that lasts it leaves out every score, "
-            "and logs an epoch only when the budget has paid for it (saliency/budget says which). Use fewer or "
-            "cheaper methods, a smaller probe, a larger budget, or every_n_epochs.",
-            category=SaliencyWarning,
-        )
-
-    def _budget_entries(self, prefix: str, epoch: int, plan: Plan) -> tuple[dict[str, float], dict[str, str]]:
-        """The budget's scalars (``time/budget_credit``, ``time/overhead``) and text (what it cut) for one epoch."""
-        assert self._budget is not None
-        assert self.budget is not None
-        scalars = {f"{prefix}/time/budget_credit": plan.credit}
-        if not math.isnan(self._budget.overhead):
-            scalars[f"{prefix}/time/overhead"] = self._budget.overhead
-        texts = {}
-        if plan.reduced:
-            texts[f"{prefix}/budget"] = (
-                f"epoch {epoch}: within the budget ({self.budget:.0%} of training time; {max(plan.credit, 0):.2f} s "
-                f"available, about {plan.estimate:.2f} s planned): {'; '.join(plan.reduced)}"
-            )
-        return scalars, texts
-
-    def _account(self, start: float, scored: float, result: EpochResult, budgeted: bool) -> None:
-        """After the epoch's work (scores done at ``scored``): the budget's accounting, on every rank."""
-        end = time.perf_counter()
-        if budgeted and self._budget is not None and self.last_plan is not None:
-            outside = start - self._budget_mark if self._budget_mark is not None else 0.0
-            plan = self.last_plan
-            rows = plan.curve_rows if plan.curve_rows is not None else len(next(iter(result.maps.values()), []))
-            labels = [m.label for m in self.methods]
-            measured = any("/" in key for key in result.times)  # some score ran: its costs replace the estimate
-            costs = None
-            if result.maps:  # the maps were made: what this epoch cost (its scores' measures, if any ran)
-                costs = Costs.of(result.times, labels, end - scored, plan.steps, max(int(rows), 1), end - start)
-                if not measured and self._budget.costs is not None:  # keep the scores' last measures
-                    costs.scores, costs.steps, costs.rows = (
-                        self._budget.costs.scores,
-                        self._budget.costs.steps,
-                        self._budget.costs.rows,
-                    )
-            self._budget.account(outside, end - start, costs)
-        self._budget_mark = end
+    def _account(self, keeper: BudgetKeeper | None, start: float, scored: float, result: EpochResult) -> None:
+        """After the epoch's work, on every rank: what it cost, for the budget."""
+        if keeper is not None and self.last_plan is not None:
+            keeper.account(start, scored, self.last_plan, result.times, len(next(iter(result.maps.values()), [])))
 
     def _run_probe(self, trainer: pl.Trainer, stage: str) -> Probe:
         """Phase 1: the probe of ``stage`` (taken once, the same on every rank), checked against ``mean``/``std``."""
@@ -602,8 +514,8 @@ class SaliencyMonitor(EpochEndMonitor):
         scalars = {f"{prefix}/{lb}/{name}": v for lb, vals in self.last_scores.items() for name, v in vals.items()}
         scalars.update({f"{prefix}/time/{name}": seconds for name, seconds in result.times.items()})
         plan = self.last_plan
-        if self._budget is not None and stage == "validate" and plan is not None and trainer.state.fn == "fit":
-            more_scalars, more_texts = self._budget_entries(prefix, epoch, plan)
+        if self._keeper is not None and stage == "validate" and plan is not None and trainer.state.fn == "fit":
+            more_scalars, more_texts = self._keeper.entries(prefix, epoch, plan)
             scalars.update(more_scalars)
             texts.update(more_texts)
         self._write(trainer, Record(step, images, scalars, texts, self._charts(prefix), view))

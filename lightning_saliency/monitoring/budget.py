@@ -19,12 +19,16 @@ Every rank follows rank 0's decisions (the monitor broadcasts them), so the rank
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.metrics.registry import SCORES
 
-__all__ = ["CURVES", "MIN_STEPS", "Budget", "Costs", "Plan"]
+__all__ = ["CURVES", "MIN_STEPS", "Budget", "BudgetKeeper", "Costs", "Plan"]
 
 CURVES = ("deletion", "insertion")
 MIN_STEPS = 4
@@ -270,3 +274,107 @@ class Budget:
                 reduced.append(f"scores left out: {', '.join(dropped)}")
         scores = tuple(n for n in wanted if n in kept)
         return Plan(scores, s, None if r >= rows else r, tuple(reduced), spent + cost(kept, s, r), credit)
+
+
+class BudgetKeeper:
+    """The monitor's side of a budget over one ``fit``: its clock, the costly scores it owes, its one warning.
+
+    The callback asks it, on every rank, whether an epoch is skipped (:meth:`skip`, before the work) and what its
+    scores are (:meth:`plan`, once the maps are made), broadcasts rank 0's answers, and tells it what the epoch cost
+    (:meth:`account`, on every rank).
+
+    Args:
+        fraction: The budget (:class:`Budget`).
+        scores: The monitor's scores, in its order.
+        steps: The curve steps asked for.
+        methods: The methods' labels (to read their timings).
+    """
+
+    def __init__(self, fraction: float, scores: Sequence[str], steps: int, methods: Sequence[str]) -> None:
+        self.budget = Budget(fraction)
+        self.scores, self.steps, self.methods = tuple(scores), steps, list(methods)
+        self.mark: float | None = None  # when the monitor's last work ended (or training started)
+        self.owed: list[str] = []  # costly scores postponed: wanted until they run
+        self.warned = False
+
+    def start(self) -> None:
+        """Start the clock: the trainer's time outside the monitor counts from now."""
+        self.mark = time.perf_counter()
+
+    def _outside(self, start: float) -> float:
+        return start - self.mark if self.mark is not None else 0.0
+
+    def skip(self, start: float) -> Plan | None:
+        """Before the work of an epoch begun at ``start``: a plan that logs nothing, when it cannot pay for its maps."""
+        plan = self.budget.skip(self._outside(start))
+        if plan is not None:
+            self._warn(plan)
+        return plan
+
+    def plan(
+        self, names: Sequence[str], rows: int, start: float, forward: Callable[[], float], maps: int
+    ) -> Plan | None:
+        """Once ``maps`` methods made their maps: this epoch's scores (of ``names``, on ``rows``), or ``None``.
+
+        ``forward()`` times one forward of the probe per row: the estimate of the scores never measured. ``None``
+        (with a warning) when planning failed: the plan's collective must still run on every rank.
+        """
+        try:
+            wanted = [n for n in self.scores if n in names or n in self.owed]  # postponed costly scores stay wanted
+            measured = self.budget.costs.scores if self.budget.costs is not None else {}
+            estimate = None
+            if any(n not in measured and SCORES[n].forwards is not None for n in wanted):
+                estimate = Costs.estimate(wanted, forward(), maps, self.steps, rows)
+            elapsed = time.perf_counter() - start
+            plan = self.budget.plan(
+                wanted, self.steps, rows=rows, outside=self._outside(start), elapsed=elapsed, estimate=estimate
+            )
+        except Exception as exc:
+            rank_zero_warn(f"SaliencyMonitor could not plan within its budget: {exc!r}", category=SaliencyWarning)
+            return None
+        self.owed = [n for n in wanted if SCORES[n].schedule != "every_epoch" and n not in plan.scores]
+        if any("maps alone exceed" in r for r in plan.reduced):
+            self._warn(plan)
+        return plan
+
+    def account(self, start: float, scored: float, plan: Plan, times: Mapping[str, float], rows: int) -> None:
+        """After an epoch's work (begun at ``start``, scores done at ``scored``; its ``times``, ``rows`` probe rows).
+
+        No maps (``rows == 0``: the epoch was skipped or failed) keeps the last measures.
+        """
+        end = time.perf_counter()
+        costs = None
+        if rows:
+            curve_rows = plan.curve_rows if plan.curve_rows is not None else rows
+            costs = Costs.of(times, self.methods, end - scored, plan.steps, max(curve_rows, 1), end - start)
+            if not any("/" in key for key in times) and self.budget.costs is not None:  # no score ran this time
+                last = self.budget.costs
+                costs.scores, costs.steps, costs.rows = last.scores, last.steps, last.rows
+        self.budget.account(self._outside(start), end - start, costs)
+        self.mark = end
+
+    def entries(self, prefix: str, epoch: int, plan: Plan) -> tuple[dict[str, float], dict[str, str]]:
+        """The scalars (``time/budget_credit``, ``time/overhead``) and text (what was cut) of one epoch."""
+        scalars = {f"{prefix}/time/budget_credit": plan.credit}
+        if not math.isnan(self.budget.overhead):
+            scalars[f"{prefix}/time/overhead"] = self.budget.overhead
+        texts = {}
+        if plan.reduced:
+            texts[f"{prefix}/budget"] = (
+                f"epoch {epoch}: within the budget ({self.budget.fraction:.0%} of training time; "
+                f"{max(plan.credit, 0):.2f} s available, about {plan.estimate:.2f} s planned): "
+                + "; ".join(plan.reduced)
+            )
+        return scalars, texts
+
+    def _warn(self, plan: Plan) -> None:
+        if self.warned:
+            return
+        self.warned = True
+        rank_zero_warn(
+            f"SaliencyMonitor's maps alone take more than its budget ({self.budget.fraction:.0%} of training time: "
+            f"about {plan.estimate:.2f} s against {max(plan.credit, 0):.2f} s): while that lasts it leaves out every "
+            "score, and logs an epoch only when the budget has paid for it (saliency/budget says which). Use fewer "
+            "or cheaper methods, a smaller probe, a larger budget, or every_n_epochs.",
+            category=SaliencyWarning,
+        )
