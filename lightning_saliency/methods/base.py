@@ -58,6 +58,7 @@ __all__ = [
     "Run",
     "SaliencyMethod",
     "compute_saliency",
+    "graph_from",
     "normalize_maps",
 ]
 
@@ -170,7 +171,7 @@ def run_gradient_pass(
         )
     whole_graph = input_grads or len(layers) != 1  # else autograd need only record from the one layer on
     x = inputs.detach().clone().requires_grad_(whole_graph)
-    with capture_outputs(layers) if whole_graph else _graph_from(layers[0]) as captured:
+    with capture_outputs(layers) if whole_graph else graph_from(layers[0]) as captured:
         logits = run.output(model, x)
     targets.check(logits)
     _warn_non_finite(logits)
@@ -203,13 +204,21 @@ def run_gradient_pass(
 
 
 @contextlib.contextmanager
-def _graph_from(layer: nn.Module) -> Iterator[list[Tensor | None]]:
+def graph_from(layer: nn.Module) -> Iterator[list[Tensor | None]]:
     """Run the forward inside without autograd until ``layer``; from its output on, autograd records.
 
     The layer's output is recorded as a detached leaf that requires grad (the yielded list holds it) and a clone
     of it goes downstream with gradients switched on, so ``torch.autograd.grad(score, leaf)`` is the gradient
     w.r.t. the layer's output, while no graph (nor its saved activations) is kept for the layers before it:
-    what differs from a full forward is memory and time, not the gradient. Grad mode is restored on exit.
+    what differs from a full forward is memory and time, not the gradient. Grad mode is restored on exit; the hook
+    never stays, also on error.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1))
+        >>> with graph_from(net[1]) as leaf:
+        ...     out = net(torch.ones(1, 2))
+        >>> leaf[0].is_leaf, leaf[0].requires_grad, out.requires_grad, torch.is_grad_enabled()
+        (True, True, True, True)
     """
     captured: list[Tensor | None] = [None]
 

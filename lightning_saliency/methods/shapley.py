@@ -7,9 +7,7 @@ estimate of each activation's Shapley value.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -17,43 +15,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lightning_saliency._reshape import Reshape, apply_reshape
 from lightning_saliency._runtime import Run
-from lightning_saliency.layers import LayerSpec, checked_output
+from lightning_saliency.layers import LayerSpec
+from lightning_saliency.methods.base import graph_from
 from lightning_saliency.methods.registry import register_method
 from lightning_saliency.methods.smoothing import OwnPassCAM
 from lightning_saliency.targets import ClassTarget, Target
 
-__all__ = ["ShapleyCAM", "record_from"]
-
-
-@contextlib.contextmanager
-def record_from(layer: nn.Module) -> Iterator[list[Tensor | None]]:
-    """Autograd records a forward run inside only from ``layer``'s output on; the yielded list holds that output.
-
-    The layer's output becomes a detached leaf that requires grad (and a clone of it goes downstream), so gradients
-    with respect to it are exact while no graph is kept for the layers before it. The caller's grad mode is
-    restored on exit; the hook never stays, also on error.
-
-    Example:
-        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1))
-        >>> with record_from(net[1]) as leaf:
-        ...     out = net(torch.ones(1, 2))
-        >>> leaf[0].is_leaf, leaf[0].requires_grad, out.requires_grad, torch.is_grad_enabled()
-        (True, True, True, True)
-    """
-    captured: list[Tensor | None] = [None]
-
-    def hook(module: nn.Module, _args: Any, output: Any) -> Tensor:
-        leaf = checked_output(module, output, captured[0]).detach().requires_grad_(True)
-        captured[0] = leaf
-        torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad below restores the caller's mode
-        return leaf.clone()
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            yield captured
-    finally:
-        handle.remove()
+__all__ = ["ShapleyCAM"]
 
 
 def rest_score(targets: Target, logits: Tensor) -> Tensor:
@@ -121,7 +89,7 @@ class ShapleyCAM(OwnPassCAM):
         layer = self.layer(model, inputs, run)
         size = (inputs.shape[-2], inputs.shape[-1])
         # The math attention kernel: the fused ones (flash, memory-efficient) have no second derivative (ViTs).
-        with record_from(layer) as captured, sdpa_kernel([SDPBackend.MATH]):
+        with graph_from(layer) as captured, sdpa_kernel([SDPBackend.MATH]):
             logits = run.output(model, inputs.detach())
         targets.check(logits)
         act = captured[0]
