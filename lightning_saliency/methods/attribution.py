@@ -17,11 +17,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
-from lightning_saliency.methods.base import SaliencyMethod, run_gradient_pass
+from lightning_saliency._runtime import Run
+from lightning_saliency.methods.base import AttributionMethod, run_gradient_pass
 from lightning_saliency.methods.noise_tunnel import smoothgrad_noise
 from lightning_saliency.methods.registry import register_method
-from lightning_saliency.targets import Target, TargetLike, as_target
+from lightning_saliency.targets import Target
 
 __all__ = [
     "DEEPLIFT_ACTIVATIONS",
@@ -131,7 +131,7 @@ def gradient_shap_attributions(
 
 
 @register_method("gradient_shap")
-class GradientShap(SaliencyMethod):
+class GradientShap(AttributionMethod):
     """GradientShap (captum's): expected gradients times ``(x - x')`` over random baselines, path points and noise.
 
     ``A = 1/n sum_j (z_j - b_j) * dS_t/dx (a_j z_j + (1 - a_j) b_j)`` with ``z_j = x + eps_j`` (SmoothGrad's seeded
@@ -207,13 +207,6 @@ class GradientShap(SaliencyMethod):
             noise_scale=sigma,  # 0 for noise_level=0: no noise
             batch_size=self.batch_size,
         )
-
-    def attributions(self, model: nn.Module, inputs: Tensor, targets: TargetLike, run: Run | None = None) -> Tensor:
-        """The per-channel attributions ``[B, C, H, W]`` (float32), as in :meth:`compute`."""
-        run = run or Run()
-        target = as_target(targets, inputs.shape[0], inputs.device)
-        with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
-            return self._attributions(model, inputs.detach().clone(), target[:], run)
 
     def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """``|sum_c A_c|``, ``[B, 1, H, W]``."""
@@ -440,7 +433,7 @@ def deeplift_attributions(
 
 
 @register_method("deeplift")
-class DeepLift(SaliencyMethod):
+class DeepLift(AttributionMethod):
     """DeepLift with the rescale rule, captum's ``DeepLift``: ``A = (x - x') * m``, map ``|sum_c A_c|``.
 
     Multipliers are back-propagated like gradients, except that each activation's local derivative is replaced by
@@ -486,13 +479,6 @@ class DeepLift(SaliencyMethod):
         if not isinstance(baseline, Tensor):
             perturbation_baseline(torch.zeros(1, 1, 1, 1), baseline)  # fails early on an unknown baseline
         self.baseline = baseline
-
-    def attributions(self, model: nn.Module, inputs: Tensor, targets: TargetLike, run: Run | None = None) -> Tensor:
-        """The per-channel attributions ``[B, C, H, W]`` (float32, captum's), as in :meth:`compute`."""
-        run = run or Run()
-        target = as_target(targets, inputs.shape[0], inputs.device)
-        with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
-            return self._attributions(model, inputs.detach().clone(), target[:], run)
 
     def _attributions(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         attributions, scores, reference = deeplift_attributions(

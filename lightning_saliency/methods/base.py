@@ -51,6 +51,7 @@ from lightning_saliency.targets import Target, TargetLike, as_target, resolved
 
 __all__ = [
     "ActivationMethod",
+    "AttributionMethod",
     "CAMMethod",
     "GradientMethod",
     "GradientPass",
@@ -114,6 +115,25 @@ class SaliencyMethod(ABC):
         if key not in warned:
             warned.add(key)
             warnings.warn(message, SaliencyWarning, stacklevel=3)
+
+
+class AttributionMethod(SaliencyMethod):
+    """A method whose map reduces attributions on the input (captum's): it implements :meth:`_attributions`.
+
+    :meth:`attributions` gives them to a user with the same guarantees as a map: eval mode and the RNG restored,
+    gradients enabled, the inputs untouched.
+    """
+
+    @abstractmethod
+    def _attributions(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
+        """The attributions of ``inputs`` (float32), as :meth:`compute` computes them before reducing them."""
+
+    def attributions(self, model: nn.Module, inputs: Tensor, targets: TargetLike, run: Run | None = None) -> Tensor:
+        """The attributions ``[B, C, ...]`` (float32; ``[B, 1, ...]`` where they are a map), as in :meth:`compute`."""
+        run = run or Run()
+        target = as_target(targets, inputs.shape[0], inputs.device)
+        with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
+            return self._attributions(model, inputs.detach().clone(), target[:], run)
 
 
 @dataclass

@@ -8,11 +8,11 @@ from torch import Tensor, nn
 
 from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency._runtime import Run
 from lightning_saliency._shapes import per_sample
-from lightning_saliency.methods.base import SaliencyMethod, run_gradient_pass
+from lightning_saliency.methods.base import AttributionMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
-from lightning_saliency.targets import Target, TargetLike, as_target
+from lightning_saliency.targets import Target
 
 __all__ = ["IntegratedGradients", "ig_attributions", "path_rule"]
 
@@ -112,7 +112,7 @@ def ig_attributions(
 
 
 @register_method("integrated_gradients")
-class IntegratedGradients(SaliencyMethod):
+class IntegratedGradients(AttributionMethod):
     """Integrated Gradients (Sundararajan et al. 2017): ``M = |sum_c IG_c|``.
 
     ``IG = (x - x') * integral_0^1 dS_t/dx (x' + a (x - x')) da`` per input channel.
@@ -152,13 +152,6 @@ class IntegratedGradients(SaliencyMethod):
         _check_baseline(baseline)
         path_rule(rule, steps)  # fails early on a bad rule or too few steps
         self.steps, self.baseline, self.rule, self.internal_batch_size = steps, baseline, rule, internal_batch_size
-
-    def attributions(self, model: nn.Module, inputs: Tensor, targets: TargetLike, run: Run | None = None) -> Tensor:
-        """The per-channel attributions ``[B, C, H, W]`` (float32), computed as in :meth:`compute`."""
-        run = run or Run()
-        target = as_target(targets, inputs.shape[0], inputs.device)
-        with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
-            return self._attributions(model, inputs.detach().clone(), target[:], run)
 
     def _attributions(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         return ig_attributions(

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
-from lightning_saliency.methods.base import SaliencyMethod, run_gradient_pass
+from lightning_saliency._runtime import Run
+from lightning_saliency.methods.base import AttributionMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
-from lightning_saliency.targets import Target, TargetLike, as_target
+from lightning_saliency.targets import Target
 
 __all__ = ["SmoothGradSquared", "VarGrad", "gradient_moments", "smoothgrad_noise"]
 
@@ -81,7 +81,7 @@ def gradient_moments(
     return first / n, second / n
 
 
-class _NoiseTunnel(SaliencyMethod):
+class _NoiseTunnel(AttributionMethod):
     """A captum ``NoiseTunnel(Saliency)`` statistic of the gradient over SmoothGrad's noisy copies (map: max over C)."""
 
     nt_type: ClassVar[str] = ""
@@ -121,9 +121,10 @@ class _NoiseTunnel(SaliencyMethod):
         """Captum's ``NoiseTunnel._compute_smoothing``: ``E[a^2]`` (smoothgrad_sq) or ``E[a^2] - E[a]^2`` (vargrad)."""
         return mean_sq if self.nt_type == "smoothgrad_sq" else mean_sq - mean * mean
 
-    def _attributions(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
+    def _moments(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> tuple[Tensor, Tensor]:
+        """``E[a]`` and ``E[a^2]`` of the gradient over the noisy copies, ``[B, C, H, W]`` each."""
         patterns, sigma = smoothgrad_noise(inputs, self.num_samples, self.noise_level, self.seed)
-        mean, mean_sq = gradient_moments(
+        return gradient_moments(
             model,
             inputs,
             targets,
@@ -133,14 +134,9 @@ class _NoiseTunnel(SaliencyMethod):
             absolute=self.absolute,
             batch_size=self.batch_size,
         )
-        return self._statistic(mean, mean_sq)
 
-    def attributions(self, model: nn.Module, inputs: Tensor, targets: TargetLike, run: Run | None = None) -> Tensor:
-        """The per-channel statistic ``[B, C, H, W]`` (float32, captum's attributions), as in :meth:`compute`."""
-        run = run or Run()
-        target = as_target(targets, inputs.shape[0], inputs.device)
-        with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
-            return self._attributions(model, inputs.detach().clone(), target[:], run)
+    def _attributions(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
+        return self._statistic(*self._moments(model, inputs, targets, run))
 
     def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
         """``max_c`` of the statistic, ``[B, 1, H, W]``, divided by its maximum per image.
@@ -149,17 +145,7 @@ class _NoiseTunnel(SaliencyMethod):
         undoes exactly, keeps a map with structure from being taken as constant. VarGrad's ``E[a^2] - E[a]^2``
         below 16 float32 ulps of ``E[a^2]`` is rounding (a variance of 0 computed that way), set to 0 before.
         """
-        patterns, sigma = smoothgrad_noise(inputs, self.num_samples, self.noise_level, self.seed)
-        mean, mean_sq = gradient_moments(
-            model,
-            inputs,
-            targets,
-            run,
-            noise=patterns[None],
-            scale=sigma,
-            absolute=self.absolute,
-            batch_size=self.batch_size,
-        )
+        mean, mean_sq = self._moments(model, inputs, targets, run)
         statistic = self._statistic(mean, mean_sq)  # [B,C,H,W]
         rounding = 16 * torch.finfo(torch.float32).eps * mean_sq
         statistic = torch.where(statistic > rounding, statistic, torch.zeros_like(statistic))

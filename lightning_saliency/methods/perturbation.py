@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from lightning_saliency._baselines import Baseline, perturbation_baseline
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
-from lightning_saliency.methods.base import SaliencyMethod
+from lightning_saliency._runtime import Run
+from lightning_saliency.methods.base import AttributionMethod, SaliencyMethod
 from lightning_saliency.methods.registry import register_method
-from lightning_saliency.targets import Target, TargetLike, UndefinedForTarget, as_target
+from lightning_saliency.targets import Target, UndefinedForTarget
 
 __all__ = ["RISE", "Occlusion", "occlusion_windows", "rise_draws", "rise_masks", "upsampling_matrix"]
 
@@ -78,7 +78,7 @@ def occlusion_windows(size: int, window: int, stride: int) -> Tensor:
 
 
 @register_method("occlusion")
-class Occlusion(SaliencyMethod):
+class Occlusion(AttributionMethod):
     """Occlusion: the drop of the target score when a window around the pixel is replaced by a baseline, averaged.
 
     A ``window`` (all channels) slides over the image by ``stride``; for each position ``j`` the input with the
@@ -153,12 +153,9 @@ class Occlusion(SaliencyMethod):
                 )
         return window, stride
 
-    def attributions(self, model: nn.Module, inputs: Tensor, targets: TargetLike, run: Run | None = None) -> Tensor:
-        """The raw attributions ``[B, 1, H, W]`` (float32, captum's), computed as in :meth:`compute`."""
-        run = run or Run()
-        target = as_target(targets, inputs.shape[0], inputs.device)
-        with preserved_rng([inputs.device]), eval_mode(model), gradients_enabled():
-            return self.compute(model, inputs.detach().clone(), target[:], run)
+    def _attributions(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
+        """Occlusion's attributions are its map ``[B, 1, H, W]``."""
+        return self.compute(model, inputs, targets, run)
 
     def _read(self, targets: Target, logits: Tensor) -> Tensor:
         return (targets.score(logits) if self.read == "score" else targets.confidence(logits)).float()
