@@ -35,6 +35,32 @@ def int_at_least(value: Any, minimum: int, arg: str) -> int:
     return value
 
 
+def an_int(value: Any, arg: str) -> int:
+    """``value`` if it is an int (not a bool), e.g. a seed."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{arg} must be an int, got {value!r}.")
+    return value
+
+
+def noise_sampling(num_samples: Any, noise_level: Any, batch_size: Any, seed: Any) -> tuple[int, float, int, int]:
+    """The arguments of the methods that average over noisy copies (SmoothGrad and its kin), checked.
+
+    Example:
+        >>> noise_sampling(16, 0.15, 64, 0)
+        (16, 0.15, 64, 0)
+        >>> noise_sampling(16, 12, 64, 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: noise_level must be a float in [0, 10) (a fraction of the value range), got 12.
+    """
+    int_at_least(num_samples, 1, "num_samples")
+    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 <= noise_level < 10:
+        raise ValueError(
+            f"noise_level must be a float in [0, 10) (a fraction of the value range), got {noise_level!r}."
+        )
+    return num_samples, float(noise_level), int_at_least(batch_size, 1, "batch_size"), an_int(seed, "seed")
+
+
 def positive_float(value: Any, arg: str) -> float:
     """``value`` as a float if it is a number ``> 0``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_saliency._baselines import perturbation_baseline
+from lightning_saliency._checks import noise_sampling
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
 from lightning_saliency.methods.base import AttributionMethod, run_gradient_pass
@@ -171,20 +172,11 @@ class GradientShap(AttributionMethod):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}.")
-        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 <= noise_level < 10:
-            raise ValueError(
-                f"noise_level must be a float in [0, 10) (a fraction of the value range), got {noise_level!r}."
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1 (samples per pass), got {batch_size!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}.")
+        sampling = noise_sampling(num_samples, noise_level, batch_size, seed)
         if not isinstance(baselines, Tensor):
             shap_baselines(torch.zeros(1, 1, 2, 2), baselines)  # fails early on an unknown baseline
-        self.num_samples, self.baselines, self.noise_level = num_samples, baselines, float(noise_level)
-        self.batch_size, self.seed = batch_size, seed
+        self.num_samples, self.noise_level, self.batch_size, self.seed = sampling
+        self.baselines = baselines
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.label!r}, num_samples={self.num_samples})"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._checks import noise_sampling
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
 from lightning_saliency._shapes import per_sample
@@ -84,19 +85,8 @@ class SmoothGrad(SaliencyMethod):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}.")
-        if not isinstance(noise_level, (int, float)) or not 0 <= noise_level < 10:
-            raise ValueError(
-                f"noise_level must be a float in [0, 10) (a fraction of the value range), got {noise_level!r}."
-            )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
-        self.num_samples, self.noise_level, self.batch_size, self.seed = (
-            num_samples,
-            float(noise_level),
-            batch_size,
-            seed,
+        self.num_samples, self.noise_level, self.batch_size, self.seed = noise_sampling(
+            num_samples, noise_level, batch_size, seed
         )
 
     def compute(self, model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:

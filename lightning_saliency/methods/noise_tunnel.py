@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._checks import noise_sampling
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
 from lightning_saliency.methods.base import AttributionMethod, run_gradient_pass
@@ -97,21 +98,8 @@ class _NoiseTunnel(AttributionMethod):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}.")
-        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 <= noise_level < 10:
-            raise ValueError(
-                f"noise_level must be a float in [0, 10) (a fraction of the value range), got {noise_level!r}."
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}.")
-        self.num_samples, self.noise_level, self.batch_size, self.seed = (
-            num_samples,
-            float(noise_level),
-            batch_size,
-            seed,
+        self.num_samples, self.noise_level, self.batch_size, self.seed = noise_sampling(
+            num_samples, noise_level, batch_size, seed
         )
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_saliency._baselines import Baseline, perturbation_baseline
+from lightning_saliency._checks import an_int, int_at_least
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
 from lightning_saliency.methods.base import AttributionMethod, SaliencyMethod
@@ -314,14 +315,11 @@ class RISE(SaliencyMethod):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        for arg, value in (("num_masks", num_masks), ("grid_size", grid_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be an int >= 1, got {value!r}.")
+        int_at_least(num_masks, 1, "num_masks")
+        int_at_least(grid_size, 1, "grid_size")
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise ValueError(f"p must be a probability in (0, 1], got {p!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}.")
-        self.num_masks, self.grid_size, self.p, self.seed = num_masks, grid_size, float(p), seed
+        self.num_masks, self.grid_size, self.p, self.seed = num_masks, grid_size, float(p), an_int(seed, "seed")
         self.batch_size = _batch_size(batch_size, "masked images")
 
     def __repr__(self) -> str:
