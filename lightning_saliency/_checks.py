@@ -21,8 +21,8 @@ def check_inputs(inputs: Any) -> None:
         raise ValueError(f"inputs must be a floating-point Tensor [B, C, H, W], got {got} (volumes: [B, C, D, H, W]).")
 
 
-def int_at_least(value: Any, minimum: int, arg: str) -> int:
-    """``value`` if it is an int (not a bool) ``>= minimum``.
+def int_at_least(value: Any, minimum: int, arg: str, meaning: str = "") -> int:
+    """``value`` if it is an int (not a bool) ``>= minimum``; ``meaning`` says in the error what it counts.
 
     Example:
         >>> int_at_least(0, 1, "every_n_epochs")
@@ -31,7 +31,8 @@ def int_at_least(value: Any, minimum: int, arg: str) -> int:
         ValueError: every_n_epochs must be an int >= 1, got 0.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{arg} must be an int >= {minimum}, got {value!r}.")
+        aside = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{arg} must be an int >= {minimum}{aside}, got {value!r}.")
     return value
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._checks import int_at_least
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
 from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run, eager, to_output
@@ -136,8 +137,7 @@ class AblationCAM(OwnPassCAM):
         name: str | None = None,
     ) -> None:
         super().__init__(target_layer=target_layer, reshape=reshape, eigen_smooth=eigen_smooth, name=name)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1 (ablated copies per forward), got {batch_size!r}.")
+        int_at_least(batch_size, 1, "batch_size", "ablated copies per forward")
         self.batch_size = batch_size
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._checks import int_at_least
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._reshape import Reshape, apply_reshape
 from lightning_saliency._runtime import Run
@@ -92,8 +93,7 @@ class CAMERAS(LayerMethod):
                 f"scales must be a non-empty sequence of resize factors in (0, 64) relative to the input size, "
                 f"e.g. (1.0, 1.5, 2.0), got {scales!r}."
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1 (images per forward), got {batch_size!r}.")
+        int_at_least(batch_size, 1, "batch_size", "images per forward")
         if not isinstance(agreeing_scales_only, bool):
             raise TypeError(f"agreeing_scales_only must be a bool, got {agreeing_scales_only!r}.")
         self.scales = tuple(float(s) for s in scales)

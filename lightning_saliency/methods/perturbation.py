@@ -49,12 +49,6 @@ def _per_axis(value: int | tuple[int, ...], size: tuple[int, ...], arg: str) -> 
     return value
 
 
-def _batch_size(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"batch_size must be an int >= 1 ({what} per forward), got {value!r}.")
-    return value
-
-
 def _needs_confidence(method: SaliencyMethod, targets: Target) -> None:
     if not targets.has_confidence:
         raise UndefinedForTarget(
@@ -135,7 +129,11 @@ class Occlusion(AttributionMethod):
             raise ValueError(f"read must be one of {', '.join(map(repr, self.READS))}, got {read!r}.")
         if not isinstance(baseline, Tensor):
             perturbation_baseline(torch.zeros(1, 1, 1, 1), baseline)  # fails early on an unknown baseline
-        self.baseline, self.read, self.batch_size = baseline, read, _batch_size(batch_size, "occluded images")
+        self.baseline, self.read, self.batch_size = (
+            baseline,
+            read,
+            int_at_least(batch_size, 1, "batch_size", "occluded images per forward"),
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.label!r}, window={self.window}, stride={self.stride})"
@@ -320,7 +318,7 @@ class RISE(SaliencyMethod):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise ValueError(f"p must be a probability in (0, 1], got {p!r}.")
         self.num_masks, self.grid_size, self.p, self.seed = num_masks, grid_size, float(p), an_int(seed, "seed")
-        self.batch_size = _batch_size(batch_size, "masked images")
+        self.batch_size = int_at_least(batch_size, 1, "batch_size", "masked images per forward")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.label!r}, num_masks={self.num_masks}, grid_size={self.grid_size})"

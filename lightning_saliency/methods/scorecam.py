@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._checks import int_at_least
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
 from lightning_saliency._reshape import Reshape, apply_reshape
 from lightning_saliency._runtime import Run
@@ -98,8 +99,7 @@ class ScoreCAM(LayerMethod):
         name: str | None = None,
     ) -> None:
         super().__init__(target_layer=target_layer, reshape=reshape, name=name)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1 (masked inputs per forward), got {batch_size!r}.")
+        int_at_least(batch_size, 1, "batch_size", "masked inputs per forward")
         if weights not in self.WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(map(repr, self.WEIGHTS))}, got {weights!r}.")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_saliency._checks import int_at_least
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run
@@ -232,8 +233,7 @@ class AugSmooth(SaliencyMethod):
             raise ValueError(f"flips must be a non-empty sequence of booleans, got {flips!r}.")
         if not factors or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in factors):
             raise ValueError(f"factors must be a non-empty sequence of positive numbers, got {factors!r}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1 (augmented copies per call), got {batch_size!r}.")
+        int_at_least(batch_size, 1, "batch_size", "augmented copies per call")
         super().__init__(name=name or f"{inner.label}_aug_smooth")
         self.method, self.batch_size = inner, batch_size
         self.augmentations = list(itertools.product(flips, (float(f) for f in factors)))
