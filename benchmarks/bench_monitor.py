@@ -59,6 +59,8 @@ class TimedMonitor(SaliencyMonitor):
         try:
             super()._run(trainer, pl_module, stage)
         finally:
+            if pl_module.device.type == "cuda":  # its queued kernels are part of its time
+                torch.cuda.synchronize(pl_module.device)
             self.calls.append((start, time.perf_counter() - start))
             self.seconds += self.calls[-1][1]
             if self.last_plan is not None:

@@ -41,6 +41,7 @@ from torchvision.models import resnet18
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gradient_pass import ratios as gradient_pass_ratios
+from bench_monitor import TimedMonitor
 
 from lightning_saliency import SaliencyMonitor
 from lightning_saliency.methods import CAMERAS, ScoreCAM
@@ -104,19 +105,6 @@ class MemoryAround(Callback):
         else:
             self.log[-1].update(after=torch.cuda.memory_allocated(device), peak=torch.cuda.max_memory_allocated(device))
             torch.cuda.reset_peak_memory_stats(device)
-
-
-class TimedMonitor(SaliencyMonitor):
-    seconds = 0.0
-
-    def _run(self, trainer, pl_module, stage):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
-        try:
-            super()._run(trainer, pl_module, stage)
-        finally:
-            if pl_module.device.type == "cuda":
-                torch.cuda.synchronize(pl_module.device)
-            self.seconds += time.perf_counter() - start
 
 
 def fit(args: argparse.Namespace, precision: str, monitor: SaliencyMonitor | None, memory: list) -> tuple[dict, float]:
