@@ -15,20 +15,15 @@ from lightning_saliency._runtime import Run
 from lightning_saliency.metrics._base import _MeanScore
 from lightning_saliency.metrics.functional.faithfulness_regions import (
     Fill,
+    _curve_area,
     irof,
     region_perturbation,
     selectivity,
     sensitivity_n,
     sufficiency,
 )
-from lightning_saliency.metrics.functional.perturbation import curve_auc
 
 __all__ = ["IROF", "RegionPerturbation", "Selectivity", "SensitivityN", "Sufficiency"]
-
-
-def _area(curves: Tensor) -> Tensor:
-    """:func:`curve_auc` per image ``[B]``; a one-point curve is its value."""
-    return curve_auc(curves) if curves.shape[1] > 1 else curves[:, 0].float()
 
 
 def _check_int(value: Any, arg: str, meaning: str) -> None:
@@ -94,7 +89,7 @@ class RegionPerturbation(_MeanScore):
             batch_size=self.batch_size,
             run=self.run,
         )
-        self._accumulate(_area(curves))
+        self._accumulate(_curve_area(curves))
 
 
 class Selectivity(_MeanScore):
@@ -153,7 +148,7 @@ class Selectivity(_MeanScore):
             batch_size=self.batch_size,
             run=self.run,
         )
-        self._accumulate(_area(curves))
+        self._accumulate(_curve_area(curves))
 
 
 class IROF(_MeanScore):

@@ -190,7 +190,9 @@ def test_irof_per_image_baseline_differs_from_the_batch_one_and_does_not_depend_
 )
 def test_sensitivity_n_equals_quantus(model, size, kwargs):
     x, y, a = batch(size, channels_in_map=3, seed=5)  # one attribution per element: no ties
-    theirs = np.asarray(q(quantus.SensitivityN(return_aggregate=False, disable_warnings=True, **kwargs), model, x, y, a))
+    theirs = np.asarray(
+        q(quantus.SensitivityN(return_aggregate=False, disable_warnings=True, **kwargs), model, x, y, a)
+    )
     ours = sensitivity_n(model, x, y, a, **_ours(kwargs))
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5, rtol=0)

@@ -33,7 +33,7 @@ from lightning_saliency.metrics.functional._common import (
     _chunked_target_probs,
     _scoring,
 )
-from lightning_saliency.metrics.functional.perturbation import _threshold_curves
+from lightning_saliency.metrics.functional.perturbation import _threshold_curves, curve_auc
 from lightning_saliency.targets import Target, TargetLike
 
 __all__ = ["irof", "region_perturbation", "selectivity", "sensitivity_n", "slic_segments", "sufficiency"]
@@ -412,6 +412,11 @@ def irof(
     last = p[:, -1] if over == "batch" else p.gather(1, (n - 1)[:, None])[:, 0]
     area = p.sum(1) - (p[:, 0] + last) / 2
     return (n.double() - area).float()
+
+
+def _curve_area(curves: Tensor) -> Tensor:
+    """:func:`curve_auc` per image ``[B]`` (Quantus' ``np.trapz`` over ``K - 1``); a one-point curve is its value."""
+    return curve_auc(curves) if curves.shape[1] > 1 else curves[:, 0].float()
 
 
 def _pearson_columns(a: Tensor, b: Tensor) -> Tensor:
