@@ -15,6 +15,8 @@ from lightning_saliency._runtime import Run
 from lightning_saliency.metrics._base import _MeanScore
 from lightning_saliency.metrics.functional.faithfulness_regions import (
     Fill,
+    _check_fill,
+    _choice,
     _curve_area,
     irof,
     region_perturbation,
@@ -71,6 +73,8 @@ class RegionPerturbation(_MeanScore):
         super().__init__(**kwargs)
         _check_int(patch_size, "patch_size", "pixels per patch side")
         _check_int(regions_evaluation, "regions_evaluation", "patches replaced")
+        _choice(order, "order", ("morf", "lerf"))
+        _check_fill(baseline)
         self.patch_size, self.order, self.regions_evaluation = patch_size, order, regions_evaluation
         self.baseline, self.absolute, self.batch_size, self.run = baseline, absolute, batch_size, run
 
@@ -127,6 +131,7 @@ class Selectivity(_MeanScore):
     ) -> None:
         super().__init__(**kwargs)
         _check_int(patch_size, "patch_size", "pixels per patch side")
+        _check_fill(baseline)
         self.patch_size, self.baseline, self.absolute, self.batch_size, self.run = (
             patch_size,
             baseline,
@@ -187,6 +192,8 @@ class IROF(_MeanScore):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _check_fill(baseline)
+        _choice(baseline_over, "baseline_over", ("batch", "image"))
         self.baseline, self.baseline_over, self.absolute = baseline, baseline_over, absolute
         self.batch_size, self.run = batch_size, run
 
@@ -254,6 +261,7 @@ class SensitivityN(_MeanScore):
     ) -> None:
         super().__init__(**kwargs)
         _check_int(features_in_step, "features_in_step", "elements per step")
+        _check_fill(baseline)
         self.n_max_percentage, self.features_in_step, self.baseline = n_max_percentage, features_in_step, baseline
         self.absolute, self.batch_size, self.run = absolute, batch_size, run
 
@@ -309,6 +317,7 @@ class Sufficiency(_MeanScore):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _choice(distance, "distance", ("seuclidean", "euclidean"))
         self.threshold, self.distance, self.absolute, self.batch_size, self.run = (
             threshold,
             distance,

@@ -314,5 +314,20 @@ def test_classes_accumulate_the_mean_score(model):
     su = Sufficiency(threshold=0.9)
     su.update(model, x, a)
     torch.testing.assert_close(su.compute(), sufficiency(model, x, a, threshold=0.9).mean())
-    with pytest.raises(ValueError, match="patch_size must be an int >= 1"):
-        Selectivity(patch_size=-1)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: Selectivity(patch_size=-1), r"patch_size must be an int >= 1 .*got -1"),
+        (lambda: RegionPerturbation(order="MoRF-ish"), r"order must be one of 'morf', 'lerf', got 'MoRF-ish'"),
+        (lambda: RegionPerturbation(regions_evaluation=0), r"regions_evaluation must be an int >= 1 .*got 0"),
+        (lambda: IROF(baseline="uniform"), r"baseline must be 'black', 'white', 'mean' or a number, got 'uniform'"),
+        (lambda: IROF(baseline_over="rank"), r"baseline_over must be one of 'batch', 'image', got 'rank'"),
+        (lambda: SensitivityN(features_in_step=0), r"features_in_step must be an int >= 1 .*got 0"),
+        (lambda: Sufficiency(distance="cosine"), r"distance must be one of 'seuclidean', 'euclidean', got 'cosine'"),
+    ],
+)
+def test_classes_check_their_arguments_when_built(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
