@@ -18,7 +18,17 @@ import time
 from collections.abc import Callable
 
 import torch
-from quantus_cases import Case, Setup, axiomatic, complexity, faithfulness, localisation, randomisation, robustness
+from quantus_cases import (
+    Case,
+    Setup,
+    axiomatic,
+    complexity,
+    faithfulness,
+    faithfulness_regions,  # faithfulness (regions)
+    localisation,
+    randomisation,
+    robustness,
+)
 from quantus_cases import to_numpy as _to_numpy
 from torchvision.models import resnet18
 
@@ -31,6 +41,7 @@ FAMILIES: dict[str, list[Case]] = {
     "complexity": complexity.CASES,
     "randomisation": randomisation.CASES,
     "axiomatic": axiomatic.CASES,
+    "faithfulness_regions": faithfulness_regions.CASES,  # faithfulness (regions)
 }
 
 

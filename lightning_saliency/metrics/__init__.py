@@ -7,6 +7,14 @@ means, when it runs and what it needs; :func:`compute_scores` dispatches from it
 computes every cheap per-method score of a batch in one call.
 """
 
+# faithfulness (regions): Quantus' Region Perturbation, Selectivity, IROF, Sensitivity-N, Sufficiency
+from lightning_saliency.metrics.faithfulness_regions import (
+    IROF,
+    RegionPerturbation,
+    Selectivity,
+    SensitivityN,
+    Sufficiency,
+)
 from lightning_saliency.metrics.functional import (
     average_drop,
     curve_auc,
@@ -29,6 +37,14 @@ from lightning_saliency.metrics.functional import (
     saliency_attack_score,
     sensitivity_max,
     spearman,
+)
+from lightning_saliency.metrics.functional.faithfulness_regions import (
+    irof,
+    region_perturbation,
+    selectivity,
+    sensitivity_n,
+    slic_segments,
+    sufficiency,
 )
 from lightning_saliency.metrics.localisation import EnergyPointingGame, LocalisationIoU, PointingGame
 from lightning_saliency.metrics.perturbation import AverageDrop, DeletionAUC, IncreaseInConfidence, InsertionAUC
@@ -88,4 +104,16 @@ __all__ = [
     "saliency_attack_score",
     "sensitivity_max",
     "spearman",
+    # faithfulness (regions)
+    "IROF",
+    "RegionPerturbation",
+    "Selectivity",
+    "SensitivityN",
+    "Sufficiency",
+    "irof",
+    "region_perturbation",
+    "selectivity",
+    "sensitivity_n",
+    "slic_segments",
+    "sufficiency",
 ]

@@ -11,6 +11,7 @@ iterates the registry.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,14 @@ from lightning_saliency.metrics.functional._common import (
 )
 from lightning_saliency.metrics.functional.attack import saliency_attack_score
 from lightning_saliency.metrics.functional.correlation import map_stability
+from lightning_saliency.metrics.functional.faithfulness_regions import (
+    _curve_area,
+    irof,
+    region_perturbation,
+    selectivity,
+    sensitivity_n,
+    sufficiency,
+)
 from lightning_saliency.metrics.functional.localisation import energy_pointing_game, localisation_iou, pointing_game
 from lightning_saliency.metrics.functional.perturbation import (
     DEFAULT_STEPS,
@@ -268,6 +277,37 @@ def _sensitivity(ctx: ScoreContext) -> dict[str, Tensor]:
     return {"sensitivity_max": sensitivity_max(ctx.method, model, inputs, targets, run=ctx.run)}
 
 
+# faithfulness (regions): Quantus' Region Perturbation, Selectivity, IROF, Sensitivity-N, Sufficiency
+def _region_perturbation(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    curves = region_perturbation(model, inputs, targets, ctx.maps, batch_size=ctx.batch_size, run=ctx.run)
+    return {"region_perturbation": _curve_area(curves), "region_perturbation_curve": curves}
+
+
+def _selectivity(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    curves = selectivity(model, inputs, targets, ctx.maps, batch_size=ctx.batch_size, run=ctx.run)
+    return {"selectivity": _curve_area(curves), "selectivity_curve": curves}
+
+
+def _irof(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    return {"irof": irof(model, inputs, targets, ctx.maps, batch_size=ctx.batch_size, run=ctx.run)}
+
+
+def _sensitivity_n(ctx: ScoreContext) -> dict[str, Tensor]:
+    """The batch's mean correlation, for every image (the correlations are across the images)."""
+    model, inputs, targets = _model_context(ctx)
+    step = max(1, math.prod(inputs.shape[2:]) // ctx.steps)  # about `steps` steps, not one per element
+    rho = sensitivity_n(model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run)
+    return {"sensitivity_n": rho.mean().expand(inputs.shape[0]).clone()}
+
+
+def _sufficiency(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, _ = _model_context(ctx)
+    return {"sufficiency": sufficiency(model, inputs, ctx.maps, batch_size=ctx.batch_size, run=ctx.run)}
+
+
 _REGIONS: frozenset[Need] = frozenset({"regions"})
 _PROBABILITY: frozenset[Need] = frozenset({"model", "confidence"})
 _COSTLY = {"schedule": "costly", "default": False, "forwards": None}
@@ -374,6 +414,49 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             _sensitivity,
             needs=frozenset({"model", "method"}),
             **_COSTLY,  # type: ignore[arg-type]
+        ),
+        # faithfulness (regions): Quantus' Region Perturbation, Selectivity, IROF, Sensitivity-N, Sufficiency
+        "region_perturbation": ScoreInfo(
+            "Region Perturbation (Quantus): mean confidence drop as the 100 most relevant 8 x 8 patches go black.",
+            True,
+            region_perturbation,
+            _region_perturbation,
+            needs=_PROBABILITY | {"images"},
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "selectivity": ScoreInfo(
+            "Selectivity (Quantus): mean confidence as every 8 x 8 patch is blacked out, most relevant first.",
+            False,
+            selectivity,
+            _selectivity,
+            needs=_PROBABILITY | {"images"},
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "irof": ScoreInfo(
+            "IROF (Quantus): area over the relative confidence as SLIC superpixels are replaced by the mean.",
+            True,
+            irof,
+            _irof,
+            needs=_PROBABILITY | {"images"},
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "sensitivity_n": ScoreInfo(
+            "Sensitivity-n (Quantus): correlation across the batch of the confidence drop and the removed attribution.",
+            True,
+            sensitivity_n,
+            _sensitivity_n,
+            needs=_PROBABILITY,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "sufficiency": ScoreInfo(
+            "Sufficiency (Quantus): share of the images with a similar map that get the same predicted class.",
+            True,
+            sufficiency,
+            _sufficiency,
+            needs=frozenset({"model", "classes"}),
+            schedule="costly",  # opt-in: one forward, but a statistic of the batch (the probe's images)
+            default=False,
+            forwards=lambda steps: 1.0,
         ),
     }
 )

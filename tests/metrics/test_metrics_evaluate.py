@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from lightning_saliency.metrics import (
+    IROF,
     SCORES,
     AverageDrop,
     DeletionAUC,
@@ -13,9 +14,13 @@ from lightning_saliency.metrics import (
     MapStability,
     ModelRandomisation,
     PointingGame,
+    RegionPerturbation,
     ROADCombined,
     SaliencyAttack,
+    Selectivity,
     SensitivityMax,
+    SensitivityN,
+    Sufficiency,
     average_drop,
     curve_auc,
     deletion_curve,
@@ -96,6 +101,12 @@ def test_registry_agrees_with_metric_classes():
         "road": ROADCombined,
         "infidelity": Infidelity,
         "sensitivity_max": SensitivityMax,
+        # faithfulness (regions)
+        "region_perturbation": RegionPerturbation,
+        "selectivity": Selectivity,
+        "irof": IROF,
+        "sensitivity_n": SensitivityN,
+        "sufficiency": Sufficiency,
     }
     assert set(SCORES) == set(classes)
     for name, cls in classes.items():

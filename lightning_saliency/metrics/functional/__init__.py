@@ -6,6 +6,16 @@ the paper's score is their mean, which the :mod:`lightning_saliency.metrics` cla
 
 from lightning_saliency.metrics.functional.attack import masked_attack_norm, saliency_attack_score
 from lightning_saliency.metrics.functional.correlation import map_stability, spearman
+
+# faithfulness (regions): Quantus' Region Perturbation, Selectivity, IROF, Sensitivity-N, Sufficiency
+from lightning_saliency.metrics.functional.faithfulness_regions import (
+    irof,
+    region_perturbation,
+    selectivity,
+    sensitivity_n,
+    slic_segments,
+    sufficiency,
+)
 from lightning_saliency.metrics.functional.localisation import (
     energy_pointing_game,
     localisation_iou,
@@ -56,4 +66,11 @@ __all__ = [
     "saliency_attack_score",
     "sensitivity_max",
     "spearman",
+    # faithfulness (regions)
+    "irof",
+    "region_perturbation",
+    "selectivity",
+    "sensitivity_n",
+    "slic_segments",
+    "sufficiency",
 ]

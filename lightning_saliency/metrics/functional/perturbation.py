@@ -59,22 +59,41 @@ def _perturbation_curves(
 
     All ``B * (steps + 1)`` perturbed images are built lazily, ``batch_size`` per forward.
     """
+    pixels = math.prod(start.shape[2:])
+    counts = torch.arange(steps + 1, device=start.device) * pixels // steps  # [S+1] pixels changed at each step
+    return _threshold_curves(model, targets, ranks, start, finish, counts, batch_size, run)
+
+
+def _threshold_curves(
+    model: nn.Module,
+    targets: Target,
+    ranks: Tensor,
+    start: Tensor,
+    finish: Tensor,
+    counts: Tensor,
+    batch_size: int,
+    run: Run,
+) -> Tensor:
+    """Target confidences ``[B, S]``: at step ``s`` every element ranked below ``counts[s]`` comes from ``finish``.
+
+    ``ranks`` is ``[B, H*W]`` (one rank per pixel, all channels alike) or ``[B, C*H*W]`` (one per element);
+    ``finish`` broadcasts to ``start`` ``[B, C, H, W]``. All ``B * S`` perturbed images are built lazily,
+    ``batch_size`` per forward.
+    """
     b, spatial = start.shape[0], tuple(start.shape[2:])  # (H, W), or (D, H, W)
-    pixels = math.prod(spatial)
-    n = steps + 1
-    counts = torch.arange(n, device=start.device) * pixels // steps  # [S+1] pixels changed at each step
+    n = counts.shape[0]
     probs = torch.empty(b * n, dtype=torch.float32, device=start.device)
 
     def chunk(lo: int, hi: int) -> None:
         idx = torch.arange(lo, hi, device=start.device)  # [P]
         img, step = idx // n, idx % n
-        changed = (ranks[img] < counts[step][:, None]).view(-1, 1, *spatial)  # [P,1,H,W]
+        changed = (ranks[img] < counts[step][:, None]).view(hi - lo, -1, *spatial)  # [P,1 or C,H,W]
         x = torch.where(changed, finish[img], start[img])  # [P,C,H,W]
         probs[lo:hi] = _target_probs(model, x, targets[img], run)
 
     # On out-of-memory a chunk is retried at half the size (results written by index: a retry overwrites).
     run_chunked(chunk, b * n, batch_size, what="perturbed images")
-    return probs.view(b, n)  # [B,S+1]
+    return probs.view(b, n)  # [B,S]
 
 
 def _curve(
