@@ -43,7 +43,15 @@ from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 from lightning_saliency._runtime import Run
 
-__all__ = ["RecordedAttention", "attention_modules", "patch_row", "record_attention"]
+__all__ = [
+    "RecordedAttention",
+    "attention_modules",
+    "mha_attention",
+    "patch_row",
+    "record_attention",
+    "window_attention",
+    "window_tokens",
+]
 
 
 @dataclass
@@ -51,11 +59,13 @@ class RecordedAttention:
     """What one forward gave: per-block attention weights, the patch grid, the prefix tokens and the output.
 
     Attributes:
-        weights: Per attention block in the order they ran, ``[B, heads, T, T]`` (rows attend to columns).
+        weights: Per attention block in the order they ran, ``[B, heads, N, N]`` (rows attend to columns), as the
+            forward used them (differentiate w.r.t. these); :meth:`tokens` keeps the model's ``T`` tokens of them.
         grid: The patch grid ``(h, w)`` (``(d, h, w)`` for volumes): ``T = prefix + h * w``.
         prefix: Tokens before the patch tokens (1: the class token; 0: none, e.g. Swin, which pools all tokens).
         output: The model's output as targets read it.
         kind: ``"vit"`` (``nn.MultiheadAttention``) or ``"swin"`` (the last stage of torchvision's Swin).
+        real: The indices of the ``T`` real tokens among the ``N`` a Swin window holds (``None``: all are real).
     """
 
     weights: list[Tensor]
@@ -63,6 +73,13 @@ class RecordedAttention:
     prefix: int
     output: Tensor
     kind: str
+    real: Tensor | None = None
+
+    def tokens(self, weights: Tensor) -> Tensor:
+        """``[B, heads, T, T]``: a block's weights (or their gradient) among the real tokens."""
+        if self.real is None:
+            return weights
+        return weights[:, :, self.real][:, :, :, self.real]
 
 
 @dataclass
@@ -70,6 +87,7 @@ class _Recorder:
     weights: dict[int, Tensor] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)
     grid: tuple[int, ...] | None = None
+    real: Tensor | None = None
     started: bool = False
 
 
@@ -147,8 +165,9 @@ def mha_attention(module: nn.MultiheadAttention, x: Tensor) -> tuple[Tensor, Ten
 def window_attention(module: ShiftedWindowAttention, x: Tensor) -> tuple[Tensor, Tensor]:
     """The output and weights of torchvision's ``shifted_window_attention`` on a grid ``x [B, h, w, C]`` in one window.
 
-    Returns the output ``[B, h, w, C]`` and the attention weights among the ``h * w`` real tokens
-    ``[B, heads, h*w, h*w]`` (row-major), in the order torchvision computes them (the shift is 0 in one window).
+    Returns the output ``[B, h, w, C]`` and the window's attention weights ``[B, heads, N, N]`` (``N`` the window's
+    tokens, row-major; the output is computed from them), in the order torchvision computes them (the shift is 0 in
+    one window). :func:`window_tokens` gives the indices of the ``h * w`` real tokens among the ``N``.
     """
     b, h, w, c = x.shape
     wh, ww = module.window_size
@@ -170,8 +189,12 @@ def window_attention(module: ShiftedWindowAttention, x: Tensor) -> tuple[Tensor,
     attn = F.softmax(attn + module.get_relative_position_bias(), dim=-1)  # [B,heads,N,N]
     out = attn.matmul(v).transpose(1, 2).reshape(b, n, c)
     out = F.linear(out, module.proj.weight, module.proj.bias).reshape(b, wh, ww, c)[:, :h, :w].contiguous()
-    real = (torch.arange(h, device=x.device)[:, None] * ww + torch.arange(w, device=x.device)).flatten()  # [h*w]
-    return out, attn[:, :, real][:, :, :, real]
+    return out, attn
+
+
+def window_tokens(grid: tuple[int, int], window: tuple[int, int], device: torch.device) -> Tensor:
+    """``[h*w]`` the indices of a grid's tokens in the (row-major) window it is padded to."""
+    return (torch.arange(grid[0], device=device)[:, None] * window[1] + torch.arange(grid[1], device=device)).flatten()
 
 
 def _check_recomputed(ours: Tensor, theirs: Tensor, name: str, method: str) -> None:
@@ -231,6 +254,7 @@ def _hooks(
             out, weights = window_attention(module, x)
             _check_recomputed(out, output, name, method)
             rec.grid = (x.shape[1], x.shape[2])
+            rec.real = None if rec.grid == (wh, ww) else window_tokens(rec.grid, (wh, ww), x.device)
             store(index, name, weights)
             return out if differentiable else None
 
@@ -272,14 +296,14 @@ def record_attention(
         names = ", ".join(repr(n) for n, _ in blocks[:3])
         raise RuntimeError(f"{method}: no attention module of {type(model).__name__} ran in the forward ({names}...).")
     weights = [rec.weights[i] for i in rec.order]
-    tokens = weights[0].shape[-1]
+    tokens = weights[0].shape[-1] if rec.real is None else rec.real.numel()
     if rec.grid is None or math.prod(rec.grid) > tokens:
         raise ValueError(
             f"{method}: could not find the patch grid of {type(model).__name__}: it reads the spatial size of the "
             f"last [B, D, h, w] output before the first attention (the patch embedding), and found "
             f"{'none' if rec.grid is None else rec.grid} for {tokens} tokens."
         )
-    return RecordedAttention(weights, rec.grid, tokens - math.prod(rec.grid), output, kind)
+    return RecordedAttention(weights, rec.grid, tokens - math.prod(rec.grid), output, kind, rec.real)
 
 
 def patch_row(relevance: Tensor, att: RecordedAttention) -> Tensor:

@@ -85,4 +85,6 @@ class AttentionRelevance(SaliencyMethod):
                 f"{self.label}: the target score of {type(model).__name__} does not depend through autograd on the "
                 f"attention weights of block(s) {missing} (autograd returned None): their relevance is undefined."
             )
-        return patch_row(attention_relevance(att.weights, [g for g in grads if g is not None]), att)
+        weights = [att.tokens(w) for w in att.weights]  # [B,heads,T,T]
+        relevance = attention_relevance(weights, [att.tokens(g) for g in grads if g is not None])
+        return patch_row(relevance, att)

@@ -110,5 +110,6 @@ class AttentionRollout(SaliencyMethod):
         with torch.no_grad():
             att = record_attention(model, inputs, run, self.label)
         targets.check(att.output)
-        rollout = attention_rollout(att.weights, self.head_fusion, self.discard_ratio, protect_first=att.prefix > 0)
+        weights = [att.tokens(w) for w in att.weights]  # [B,heads,T,T]
+        rollout = attention_rollout(weights, self.head_fusion, self.discard_ratio, protect_first=att.prefix > 0)
         return patch_row(rollout, att)
