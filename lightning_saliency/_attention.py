@@ -119,11 +119,14 @@ def attention_modules(model: nn.Module, method: str) -> tuple[str, list[tuple[st
     )
 
 
+_MHA_FORWARD = inspect.signature(nn.MultiheadAttention.forward)
+
+
 def _self_attention_input(
     module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, method: str
 ) -> Tensor:
     """The tokens a ``nn.MultiheadAttention`` call attends over, checked to be a form :func:`mha_attention` reads."""
-    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    bound = _MHA_FORWARD.bind(module, *args, **kwargs)  # nn.MultiheadAttention's arguments, also in a subclass
     query, key, value = (bound.arguments.get(k) for k in ("query", "key", "value"))
     if not (key is query and value is query):
         raise ValueError(
@@ -200,7 +203,7 @@ def window_tokens(grid: tuple[int, int], window: tuple[int, int], device: torch.
 def _check_recomputed(ours: Tensor, theirs: Tensor, name: str, method: str) -> None:
     """The recomputed attention must give the module's output (a different forward would be silently wrong)."""
     a, b = ours.detach().float(), theirs.detach().float()
-    tol = 1e-4 if theirs.dtype in (torch.float32, torch.float64) else 5e-2
+    tol = 1e-3 if theirs.dtype in (torch.float32, torch.float64) else 5e-2  # TF32 matmuls are ~1e-3
     scale = float(b.nan_to_num().abs().amax()) if b.numel() else 0.0
     if not torch.allclose(a, b, rtol=tol, atol=tol * max(scale, 1.0), equal_nan=True):
         raise RuntimeError(

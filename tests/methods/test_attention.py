@@ -388,6 +388,26 @@ def test_attention_it_cannot_read_is_a_clear_error(masked, match):
     assert_no_hooks(model)
 
 
+class Doubled(nn.MultiheadAttention):
+    """Not the standard forward: its weights cannot be read by recomputing it."""
+
+    def forward(self, *args, **kwargs):
+        out, weights = super().forward(*args, **kwargs)
+        return 2 * out, weights
+
+
+def test_an_attention_module_with_another_forward_is_an_error_not_a_wrong_map():
+    model = small_vit()
+    block = model.encoder.layers[1]
+    doubled = Doubled(32, 4, batch_first=True)
+    doubled.load_state_dict(block.self_attention.state_dict())
+    block.self_attention = doubled
+    for method in (AttentionRollout(), AttentionRelevance()):
+        with pytest.raises(RuntimeError, match=r"recomputed for 'encoder\.layers\.encoder_layer_1\.self_attention'"):
+            method(model, images(1), torch.tensor([0]))
+    assert_no_hooks(model)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"head_fusion must be one of 'mean', 'max', 'min', got 'sum'"):
         AttentionRollout(head_fusion="sum")
