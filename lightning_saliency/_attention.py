@@ -15,9 +15,9 @@ error) and nothing else:
   (``swin_t`` at 224 px: a 7x7 grid, window 7), torchvision sets the shift to 0 and every block attends globally
   over the grid (padded to the window with zero tokens when smaller). The hook recomputes that one window's
   attention as ``shifted_window_attention`` does (scaled dot product or V2's cosine attention, plus the relative
-  position bias), checks that its output equals the module's, and keeps the weights among the real tokens
-  ``[B, heads, h*w, h*w]`` (the padding tokens are zeros re-made in every block: no input reaches them). A last
-  stage larger than one window (``swin_t`` above 224 px) is an error.
+  position bias) and checks that its output equals the module's; the methods read the weights among the real
+  tokens, ``[B, heads, h*w, h*w]`` (:meth:`RecordedAttention.tokens`; the padding tokens are zeros re-made in every
+  block: no input reaches them). A last stage larger than one window (``swin_t`` above 224 px) is an error.
 
 With ``differentiable=True`` the hooks return the recomputed output, so the weights are in the autograd graph of
 the logits (what gradient-weighted relevance differentiates); else the model's own output goes on.
@@ -215,7 +215,13 @@ def _check_recomputed(ours: Tensor, theirs: Tensor, name: str, method: str) -> N
 
 @contextlib.contextmanager
 def _hooks(
-    model: nn.Module, kind: str, blocks: list[tuple[str, nn.Module]], method: str, *, differentiable: bool
+    model: nn.Module,
+    kind: str,
+    blocks: list[tuple[str, nn.Module]],
+    method: str,
+    size: tuple[int, ...],
+    *,
+    differentiable: bool,
 ) -> Iterator[_Recorder]:
     rec = _Recorder()
     attention = {id(m) for _, m in blocks}
@@ -248,11 +254,12 @@ def _hooks(
             x = args[0]  # [B,h,w,C]
             wh, ww = module.window_size  # type: ignore[misc]
             if x.shape[1] > wh or x.shape[2] > ww:
+                down = size[-2] // x.shape[1], size[-1] // x.shape[2]  # the input's pixels per last-stage token
                 raise ValueError(
                     f"{method}: the last stage of {type(model).__name__} is a {x.shape[1]}x{x.shape[2]} token grid "
-                    f"in {wh}x{ww} shifted windows ({name!r}), so its blocks have no attention over the whole "
-                    f"image. It is defined when the last stage fits in one window: inputs of at most {wh * 32}x"
-                    f"{ww * 32} px for a torchvision Swin with patch 4 (swin_t: 224x224)."
+                    f"in {wh}x{ww} shifted windows ({name!r}) for inputs of {size[-2]}x{size[-1]} px, so its blocks "
+                    "have no attention over the whole image. It is defined when the last stage fits in one window: "
+                    f"inputs of at most {wh * down[0]}x{ww * down[1]} px here (swin_t: 224x224)."
                 )
             out, weights = window_attention(module, x)
             _check_recomputed(out, output, name, method)
@@ -293,7 +300,7 @@ def record_attention(
         RuntimeError: If no attention module ran, or one ran twice in the forward.
     """
     kind, blocks = attention_modules(model, method)
-    with _hooks(model, kind, blocks, method, differentiable=differentiable) as rec:
+    with _hooks(model, kind, blocks, method, tuple(inputs.shape[2:]), differentiable=differentiable) as rec:
         output = run.output(model, inputs)
     if not rec.order:
         names = ", ".join(repr(n) for n, _ in blocks[:3])

@@ -20,7 +20,7 @@ from conftest import make_tiny_vit
 from test_hardening import assert_no_hooks, assert_untouched, check_maps, snapshot
 from torch import Tensor, nn
 from torchvision.models import swin_t, vit_b_16
-from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 from torchvision.models.vision_transformer import VisionTransformer
 
 from lightning_saliency import (
@@ -59,16 +59,21 @@ def small_vit(image_size: int = 64, patch_size: int = 16, num_classes: int = 10)
     return model.eval()
 
 
-def small_swin(window: int = 4) -> SwinTransformer:
-    """Three stages; at 64 px the last is a 4x4 grid in one 4x4 window (two blocks, the second's shift set to 0)."""
+def small_swin(v2: bool = False) -> SwinTransformer:
+    """Three stages; at 64 px the last is a 4x4 grid in one 4x4 window (two blocks, the second's shift set to 0).
+
+    ``v2``: Swin V2's blocks (cosine attention, log-spaced position bias) and patch merging, as ``swin_v2_t``.
+    """
     torch.manual_seed(0)
+    v2_parts = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
     return SwinTransformer(
         patch_size=[4, 4],
         embed_dim=16,
         depths=[1, 1, 2],
         num_heads=[1, 2, 2],
-        window_size=[window, window],
+        window_size=[4, 4],
         num_classes=10,
+        **v2_parts,
     ).eval()
 
 
@@ -232,8 +237,9 @@ def test_hooked_forward_equals_the_model_and_reads_the_reference_attention():
     assert_no_hooks(model)
 
 
-def test_swin_window_attention_equals_torchvision(monkeypatch):
-    model = small_swin()
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+def test_swin_window_attention_equals_torchvision(monkeypatch, v2):
+    model = small_swin(v2)
     for size in [(64, 64), (48, 48), (48, 64)]:  # one window exactly; padded to it; non-square padded
         x = images(height=size[0], width=size[1])
         with torch.no_grad():
@@ -299,8 +305,9 @@ def test_relevance_equals_chefer_reference_for_every_target():
         assert ours.flatten(1).std(1).min() > 0, "non-trivial maps"
 
 
-def test_swin_rollout_and_relevance_equal_the_references(monkeypatch):
-    model = small_swin()
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+def test_swin_rollout_and_relevance_equal_the_references(monkeypatch, v2):
+    model = small_swin(v2)
     for size in [(64, 64), (48, 64)]:
         x = images(2, *size)
         classes = torch.tensor([3, 8])
@@ -357,7 +364,7 @@ def test_a_cnn_or_a_swin_beyond_one_window_is_a_clear_error_and_leaves_no_hook(m
         method()(cnn, images(2, 32, 32), torch.tensor([0, 1]))
     assert_no_hooks(cnn)
     swin = small_swin()
-    with pytest.raises(ValueError, match=r"last stage of SwinTransformer is a 8x8 token grid in 4x4 .*at most 128x128"):
+    with pytest.raises(ValueError, match=r"SwinTransformer is a 8x8 token grid in 4x4 .*128x128 px.*at most 64x64 px"):
         method()(swin, images(2, 128, 128), torch.tensor([0, 1]))
     assert_no_hooks(swin)
 
