@@ -37,6 +37,8 @@ if TYPE_CHECKING:
         METHODS,
         RISE,
         AblationCAM,
+        AttentionRelevance,
+        AttentionRollout,
         AugSmooth,
         DeepLift,
         EigenCAM,
@@ -133,6 +135,9 @@ _EXPORTS: dict[str, str] = {
     "RegressionTarget": "lightning_saliency.targets",
     "SegmentationTarget": "lightning_saliency.targets",
     "Target": "lightning_saliency.targets",
+    # vision-transformer attention methods
+    "AttentionRelevance": "lightning_saliency.methods",
+    "AttentionRollout": "lightning_saliency.methods",
 }
 """Public name -> the module it lives in."""
 
@@ -189,6 +194,9 @@ __all__ = [
     "preserved_rng",
     "register_method",
     "resolve_target_layer",
+    # vision-transformer attention methods
+    "AttentionRelevance",
+    "AttentionRollout",
 ]
 
 

@@ -105,11 +105,11 @@ def read_events(log_dir) -> dict[str, dict[str, list]]:
     return out
 
 
-def train_state(tmp_path, callbacks, *, max_epochs: int, precision: str = "32-true") -> tuple:
-    """A seeded ``fit`` of :class:`TinyClassifier`: its weights (BatchNorm statistics included), optimizer state,
-    the torch / numpy / python RNG states and each parameter's ``.grad`` afterwards."""
+def train_state(tmp_path, callbacks, *, max_epochs: int, precision: str = "32-true", module=None) -> tuple:
+    """A seeded ``fit`` of :class:`TinyClassifier` (or ``module()``): its weights (BatchNorm statistics included),
+    optimizer state, the torch / numpy / python RNG states and each parameter's ``.grad`` afterwards."""
     L.seed_everything(7, workers=True)
-    model = TinyClassifier()
+    model = (module or TinyClassifier)()
     train, val = loaders(n=64)
     tr = trainer(tmp_path, callbacks, max_epochs=max_epochs, precision=precision, logger=False)
     tr.fit(model, train, val)

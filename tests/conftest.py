@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
+from torchvision.models.vision_transformer import EncoderBlock
+
+from lightning_saliency.methods import METHODS
 
 NUM_CLASSES = 5
 
@@ -50,6 +54,75 @@ def make_tiny_cnn(in_channels: int = 3, num_classes: int = NUM_CLASSES, seed: in
         head = model.head[2]
         head.weight.copy_(head.weight.abs() - 0.05)  # mostly positive: CAMs are non-trivial for every class
     return model.train()
+
+
+class TinyViT(nn.Module):
+    """A hybrid vision transformer with :class:`TinyCNN`'s interface: ``features``, the same conv trunk (4x down),
+    is the patch embedding; a class token and two torchvision ``EncoderBlock`` s (``nn.MultiheadAttention``) follow,
+    then ``head`` on the class token (``[B, num_classes]``), or with ``dense=True`` a per-pixel head on the patch
+    tokens (``[B, num_classes, H, W]`` for sides divisible by 4). ``dims=3`` takes volumes ``[B, C, D, H, W]``.
+    """
+
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = NUM_CLASSES, dims: int = 2, dense: bool = False
+    ) -> None:
+        super().__init__()
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+        self.features = nn.Sequential(
+            conv(in_channels, 8, 3, padding=1),
+            norm(8),
+            nn.ReLU(inplace=True),
+            conv(8, 16, 3, stride=2, padding=1),
+            norm(16),
+            nn.ReLU(inplace=True),
+            conv(16, 16, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.class_token = nn.Parameter(torch.randn(1, 1, 16))
+        layer_norm = partial(nn.LayerNorm, eps=1e-6)
+        self.encoder = nn.Sequential(*[EncoderBlock(2, 16, 32, 0.0, 0.0, layer_norm) for _ in range(2)])
+        self.norm = layer_norm(16)
+        self.dense = dense
+        if dense:
+            up = nn.Upsample(scale_factor=4, mode="bilinear" if dims == 2 else "trilinear")
+            self.head: nn.Sequential = nn.Sequential(conv(16, num_classes, 1), up)
+        else:
+            self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        fmap = self.features(x)  # [B,16,h,w]
+        patches = fmap.flatten(2).transpose(1, 2)  # [B,h*w,16]
+        tokens = torch.cat([self.class_token.expand(x.shape[0], -1, -1), patches], 1)  # [B,1+h*w,16]
+        tokens = self.norm(self.encoder(tokens))
+        if self.dense:
+            return self.head(tokens[:, 1:].transpose(1, 2).reshape(fmap.shape))
+        return self.head(tokens[:, 0])
+
+
+def make_tiny_vit(
+    in_channels: int = 3, num_classes: int = NUM_CLASSES, seed: int = 0, dims: int = 2, dense: bool = False
+) -> TinyViT:
+    """A seeded :class:`TinyViT` in train mode, BatchNorm statistics and head as :func:`make_tiny_cnn`'s."""
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        model = TinyViT(in_channels, num_classes, dims, dense)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+        head = model.head[-1] if not dense else model.head[0]
+        head.weight.copy_(head.weight.abs() - 0.05)
+    return model.train()
+
+
+def model_for(name: str, **kwargs: int | bool) -> nn.Module:
+    """The tiny model a registered method is tested on: :class:`TinyViT` if it ``needs`` attention, else TinyCNN.
+
+    Both have ``features`` (the same conv trunk) and ``head`` (``Flatten``, ``Dropout``, ``Linear``).
+    """
+    if "attention" in METHODS[name].needs:
+        return make_tiny_vit(**kwargs)  # type: ignore[arg-type]
+    return make_tiny_cnn(**kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import torch
 from _lightning_models import TinyClassifier, loaders, trainer
 from conftest import make_probe, make_tiny_cnn
-from test_hardening import NAMES, assert_no_hooks, build
+from test_hardening import CNN_NAMES, assert_no_hooks, build
 from torch import Tensor, nn
 
 from lightning_saliency import SaliencyMonitor, compute_saliency
@@ -32,7 +32,7 @@ def eager_and_compiled() -> tuple[nn.Module, nn.Module, Tensor, Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CNN_NAMES)
 def test_every_method_on_a_compiled_model_equals_eager(eager_and_compiled, name):
     model, compiled, inputs, targets = eager_and_compiled
     (eager_maps,) = compute_saliency(model, inputs, targets, [build(name)])

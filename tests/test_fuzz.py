@@ -11,7 +11,7 @@ import torch
 from conftest import make_tiny_cnn
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_hardening import NAMES, assert_no_hooks, assert_untouched, build, check_maps, snapshot
+from test_hardening import CNN_NAMES, assert_no_hooks, assert_untouched, build, check_maps, snapshot
 
 from lightning_saliency import Precision
 from lightning_saliency.methods import compute_saliency
@@ -27,7 +27,7 @@ def bf16_autocast() -> contextlib.AbstractContextManager[None]:
 @st.composite
 def configurations(draw: st.DrawFn) -> dict:
     return {
-        "methods": draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=4, unique=True)),
+        "methods": draw(st.lists(st.sampled_from(CNN_NAMES), min_size=1, max_size=4, unique=True)),
         "batch": draw(st.integers(1, 5)),
         "channels": draw(st.sampled_from([1, 3])),
         "height": draw(st.integers(9, 40)),

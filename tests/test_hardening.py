@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from _lightning_models import TinyClassifier, loaders, make_data, read_events, trainer
+from conftest import model_for
 from torch import Tensor, nn
 from torch.nn.modules import module as module_globals
 from torch.utils.data import DataLoader, TensorDataset
@@ -24,7 +25,8 @@ from lightning_saliency.methods import METHODS, GradCAM, Gradient, SaliencyMetho
 from lightning_saliency.probe import probe_from_dataloader, probe_from_dataset
 from lightning_saliency.render import to_display
 
-NAMES = sorted(METHODS)
+NAMES = sorted(METHODS)  # each tested on conftest.model_for(name): the CNN, or a ViT for methods needing attention
+CNN_NAMES = sorted(n for n, cls in METHODS.items() if not cls.needs)  # what runs on any model (the CNN-only tests)
 CAM_NAMES = sorted(n for n, cls in METHODS.items() if getattr(cls, "uses_layer", False))
 FAST_KWARGS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"num_samples": 3, "batch_size": 4},
@@ -296,9 +298,9 @@ def test_methods_reject_wrong_rank_or_dtype(inputs, match, tiny_cnn):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_channels_last_inputs_give_the_same_maps(name, tiny_cnn, probe_batch):
+def test_channels_last_inputs_give_the_same_maps(name, probe_batch):
     inputs, targets = probe_batch
-    model = tiny_cnn.eval()
+    model = model_for(name).eval()
     expected = build(name)(model, inputs, targets)
     maps = build(name)(model, inputs.to(memory_format=torch.channels_last), targets)
     check_maps(maps, inputs)
@@ -309,8 +311,8 @@ def test_channels_last_inputs_give_the_same_maps(name, tiny_cnn, probe_batch):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize(("channels", "size"), [(1, (12, 20)), (3, (9, 31)), (1, (40, 9))])
-def test_one_channel_and_non_square_inputs(name, channels, size, make_cnn, make_batch):
-    model = make_cnn(in_channels=channels).eval()
+def test_one_channel_and_non_square_inputs(name, channels, size, make_batch):
+    model = model_for(name, in_channels=channels).eval()
     inputs, targets = make_batch(batch=2, channels=channels, height=size[0], width=size[1])
     check_maps(build(name)(model, inputs, targets), inputs)
 
@@ -318,12 +320,13 @@ def test_one_channel_and_non_square_inputs(name, channels, size, make_cnn, make_
 @pytest.mark.filterwarnings("ignore:.*feature map is 1x1.*:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("side", [1, 2, 5, 8])
-def test_tiny_inputs_do_not_crash(name, side, tiny_cnn, make_batch):
+def test_tiny_inputs_do_not_crash(name, side, make_batch):
     inputs, targets = make_batch(batch=2, height=side, width=side)
-    before = snapshot(tiny_cnn)
-    maps = build(name)(tiny_cnn, inputs, targets)
+    model = model_for(name)
+    before = snapshot(model)
+    maps = build(name)(model, inputs, targets)
     check_maps(maps, inputs)
-    assert_untouched(before, tiny_cnn)
+    assert_untouched(before, model)
     if side == 1:
         assert (maps == 0).all()  # a 1x1 map carries no spatial information: flat
 
@@ -353,9 +356,10 @@ def test_huge_input_with_the_gradient_method_works_in_bounded_memory(tiny_cnn):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bad", [5, -1])
-def test_targets_out_of_range(name, bad, tiny_cnn, probe_batch):
+def test_targets_out_of_range(name, bad, probe_batch):
     inputs, _ = probe_batch
     targets = torch.tensor([0, 1, bad, 2])
+    tiny_cnn = model_for(name)  # the CNN, or the ViT of a method that needs attention
     before = snapshot(tiny_cnn)
     match = rf"targets must be class indices in \[0, 4\] .*5 outputs, got \[{bad}(, {bad})*\]"  # IG repeats per step
     with pytest.raises(ValueError, match=match):
@@ -367,9 +371,9 @@ def test_targets_out_of_range(name, bad, tiny_cnn, probe_batch):
 @pytest.mark.filterwarnings("ignore:The model's output is non-finite:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_non_finite_inputs_give_nan_free_maps_and_leave_other_images_alone(name, value, tiny_cnn, probe_batch):
+def test_non_finite_inputs_give_nan_free_maps_and_leave_other_images_alone(name, value, probe_batch):
     inputs, targets = probe_batch
-    model = tiny_cnn.eval()
+    model = model_for(name).eval()
     bad = inputs.clone()
     bad[1, :, 3:9, 4:10] = value
     maps = build(name)(model, bad, targets)
@@ -389,17 +393,17 @@ def test_non_finite_probe_warns_naming_the_images():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_constant_image(name, tiny_cnn):
+def test_constant_image(name):
     inputs = torch.full((2, 3, 16, 16), 0.5)
     inputs[1] = 0.0
-    check_maps(build(name)(tiny_cnn, inputs, torch.tensor([0, 3])), inputs)
+    check_maps(build(name)(model_for(name), inputs, torch.tensor([0, 3])), inputs)
 
 
 @pytest.mark.filterwarnings("ignore:The model's output is non-finite:lightning_saliency.SaliencyWarning")
 @pytest.mark.parametrize("name", NAMES)
-def test_model_returning_nan_gives_nan_free_maps(name, tiny_cnn, probe_batch):
+def test_model_returning_nan_gives_nan_free_maps(name, probe_batch):
     inputs, targets = probe_batch
-    model = Wrapped(tiny_cnn, "nan")
+    model = Wrapped(model_for(name), "nan")
     maps = build(name)(model, inputs, targets)
     check_maps(maps, inputs)
     assert_no_hooks(model)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from _lightning_models import TinyClassifier, loaders, trainer
 from lightning.pytorch import Callback
-from test_hardening import NAMES, assert_no_hooks, build
+from test_hardening import CNN_NAMES, assert_no_hooks, build
 
 from lightning_saliency import Alarm, SaliencyMonitor
 
@@ -58,7 +58,7 @@ class Recorder(Callback):
 @pytest.mark.filterwarnings("ignore:SaliencyMonitor alarm")
 def test_fifty_epochs_with_every_method_keep_memory_flat_and_leave_nothing_behind(tmp_path):
     train, val = loaders(n=16, size=(16, 16), batch_size=8)
-    methods = [build(name) for name in NAMES]
+    methods = [build(name) for name in CNN_NAMES]
     monitor = SaliencyMonitor(
         methods=methods,
         num_samples=2,
@@ -86,7 +86,7 @@ def test_fifty_epochs_with_every_method_keep_memory_flat_and_leave_nothing_behin
     assert_no_hooks(model)
     gc.collect()
     assert graph_tensors() == 0, "an autograd graph outlived the run"
-    assert set(monitor.history) == set(NAMES)
+    assert set(monitor.history) == set(CNN_NAMES)
     assert all(len(entries) == 3 for entries in monitor.history.values())
     assert [epoch for epoch, _ in monitor.history["gradcam"]] == [EPOCHS - 3, EPOCHS - 2, EPOCHS - 1]
     assert len(monitor.alarm_log) == 100

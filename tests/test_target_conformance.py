@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_tiny_vit
 from test_hardening import NAMES, assert_no_hooks, build, check_maps
 from torch import Tensor, nn
 
 from lightning_saliency import CallableTarget, MultiLabelTarget, RegressionTarget, SegmentationTarget
-from lightning_saliency.methods import compute_saliency
+from lightning_saliency.methods import METHODS, compute_saliency
 from lightning_saliency.metrics.registry import SCORES, ScoreContext, compute_scores
 from lightning_saliency.targets import UndefinedForTarget
 
@@ -53,11 +54,18 @@ UNDEFINED = {(m, k) for m in ("rise", "scorecam") for k in ("regression", "calla
 UNDEFINED |= {("finercam", k) for k in TARGETS}
 
 
+def model_for(name: str, dense: bool) -> nn.Module:
+    """:class:`Trunk`, or for a method that needs attention conftest's ViT (its per-pixel head: ``[B, 3, H, W]``)."""
+    if "attention" in METHODS[name].needs:
+        return make_tiny_vit(num_classes=3 if dense else 4, dense=dense).eval()
+    return Trunk(dense).eval()
+
+
 @pytest.mark.parametrize("kind", sorted(TARGETS))
 @pytest.mark.parametrize("name", NAMES)
 def test_every_method_explains_every_target_or_says_why_not(name, kind):
     dense, make_target = TARGETS[kind]
-    model = Trunk(dense).eval()
+    model = model_for(name, dense)
     target = make_target()
     if (name, kind) in UNDEFINED:
         with pytest.raises((UndefinedForTarget, TypeError, ValueError), match=type(target).__name__):
@@ -116,7 +124,8 @@ class Trunk3d(nn.Module):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_method_maps_volumes(name):
-    model = Trunk3d().eval()
+    attention = "attention" in METHODS[name].needs  # a 3-D ViT: patch tokens of a [B, 16, d, h, w] embedding
+    model = make_tiny_vit(in_channels=1, num_classes=4, dims=3).eval() if attention else Trunk3d().eval()
     volumes = torch.rand(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     overrides = {"window": 4, "stride": 2} if name == "occlusion" else {}
     (maps,) = compute_saliency(model, volumes, torch.tensor([1, 3]), [build(name, **overrides)])

@@ -19,6 +19,7 @@ from lightning_saliency.methods.base import (
 )
 from lightning_saliency.methods.cameras import CAMERAS
 from lightning_saliency.methods.cams import EigenCAM, HiResCAM, LayerCAM, XGradCAM
+from lightning_saliency.methods.chefer import AttentionRelevance
 from lightning_saliency.methods.eigen import KPCACAM, EigenGradCAM
 from lightning_saliency.methods.elementwise import GradCAMElementWise
 from lightning_saliency.methods.finer import FinerCAM
@@ -30,6 +31,7 @@ from lightning_saliency.methods.integrated_gradients import IntegratedGradients
 from lightning_saliency.methods.noise_tunnel import SmoothGradSquared, VarGrad
 from lightning_saliency.methods.perturbation import RISE, Occlusion
 from lightning_saliency.methods.registry import METHODS, available_methods, get_method, register_method
+from lightning_saliency.methods.rollout import AttentionRollout
 from lightning_saliency.methods.scorecam import ScoreCAM
 from lightning_saliency.methods.shapley import ShapleyCAM
 from lightning_saliency.methods.smoothing import AugSmooth, EigenSmooth
@@ -76,4 +78,7 @@ __all__ = [
     "get_method",
     "normalize_maps",
     "register_method",
+    # vision-transformer attention methods
+    "AttentionRelevance",
+    "AttentionRollout",
 ]

@@ -80,6 +80,9 @@ class SaliencyMethod(ABC):
     name: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = False
     """Whether the method reads a target layer (``target_layer`` and ``reshape`` apply): see :class:`LayerMethod`."""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    """What the model must have beyond a forward: ``"attention"`` (a vision transformer's self-attention blocks,
+    :mod:`lightning_saliency._attention`); elsewhere the method raises an error naming it."""
 
     def __init__(self, *, name: str | None = None) -> None:
         if name is not None and (not isinstance(name, str) or not name):

@@ -1,7 +1,9 @@
 """Every registered method obeys the same contract (zennit-style: parametrised over the registry).
 
 The names are read from ``METHODS`` at collection time, so a method registered later is tested automatically.
-Heavy methods get small constructor arguments from ``METHOD_KWARGS`` (only those their ``__init__`` accepts).
+Heavy methods get small constructor arguments from ``METHOD_KWARGS`` (only those their ``__init__`` accepts). Each
+runs on the tiny model of ``conftest.model_for``: the CNN, or a hybrid ViT (same trunk and head) for methods whose
+``needs`` name attention.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import model_for
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 from torch.nn.modules import module as module_globals
@@ -134,8 +137,8 @@ def test_registry_is_populated_and_consistent():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_output_contract(name, make_cnn, probe_batch):
-    model = make_cnn().eval()
+def test_output_contract(name, probe_batch):
+    model = model_for(name).eval()
     inputs, targets = probe_batch
     maps = build(name)(model, inputs, targets)
     check_contract(maps, inputs)
@@ -143,8 +146,8 @@ def test_output_contract(name, make_cnn, probe_batch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_deterministic(name, make_cnn, probe_batch):
-    model = make_cnn().eval()
+def test_deterministic(name, probe_batch):
+    model = model_for(name).eval()
     inputs, targets = probe_batch
     method = build(name)
     first = method(model, inputs, targets)
@@ -154,16 +157,16 @@ def test_deterministic(name, make_cnn, probe_batch):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize(("channels", "height", "width"), [(3, 40, 24), (1, 32, 32), (1, 24, 40)])
-def test_non_square_and_single_channel(name, channels, height, width, make_cnn, make_batch):
-    model = make_cnn(in_channels=channels).eval()
+def test_non_square_and_single_channel(name, channels, height, width, make_batch):
+    model = model_for(name, in_channels=channels).eval()
     inputs, targets = make_batch(batch=2, channels=channels, height=height, width=width)
     maps = build(name)(model, inputs, targets)
     check_contract(maps, inputs)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_model_and_global_state_untouched(name, make_cnn, probe_batch):
-    model = make_cnn()  # train mode: BatchNorm would update its running stats, Dropout would draw
+def test_model_and_global_state_untouched(name, probe_batch):
+    model = model_for(name)  # train mode: BatchNorm would update its running stats, Dropout would draw
     model.features.eval()  # mixed modes: a frozen, eval-mode backbone under a training head ...
     model.features[1].train()  # ... with one submodule in train mode inside it
     for param in model.features[0].parameters():
@@ -203,11 +206,11 @@ class Bomb(nn.Module):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_hooks_removed_and_state_restored(name, make_cnn, probe_batch):
+def test_hooks_removed_and_state_restored(name, probe_batch):
     inputs, targets = probe_batch
     raised = []
     for after in (0, 1, 2):
-        model = make_cnn()
+        model = model_for(name)
         model.head = nn.Sequential(model.head[0], Bomb(after), *list(model.head)[1:])  # after the conv trunk
         method = build(name)
         before, rng_before = snapshot(model), rng_states()
@@ -221,14 +224,14 @@ def test_hooks_removed_and_state_restored(name, make_cnn, probe_batch):
         assert_same_snapshot(before, snapshot(model))
         assert_same_rng(rng_before, rng_states())
     assert 0 in raised, "the first forward must have raised"
-    model = make_cnn().eval()
+    model = model_for(name).eval()
     build(name)(model, inputs, targets)
     assert_no_hooks(model)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_inference_mode_and_no_grad(name, make_cnn, probe_batch):
-    model = make_cnn().eval()
+def test_inference_mode_and_no_grad(name, probe_batch):
+    model = model_for(name).eval()
     inputs, targets = probe_batch
     expected = build(name)(model, inputs, targets)
     with torch.inference_mode():  # Lightning's validate()/test(): even the probe batch is an inference tensor
@@ -245,8 +248,8 @@ def test_inference_mode_and_no_grad(name, make_cnn, probe_batch):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("kind", ["bf16-mixed", "bf16-true"])
-def test_bf16_close_to_fp32(name, kind, make_cnn, probe_batch):
-    model = make_cnn().eval()
+def test_bf16_close_to_fp32(name, kind, probe_batch):
+    model = model_for(name).eval()
     inputs, targets = probe_batch
     expected = build(name)(model, inputs, targets)
     if kind == "bf16-mixed":  # what Lightning's MixedPrecision plugin gives
@@ -263,8 +266,8 @@ def test_bf16_close_to_fp32(name, kind, make_cnn, probe_batch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_batch_independence(name, make_cnn, probe_batch):
-    model = make_cnn().eval()
+def test_batch_independence(name, probe_batch):
+    model = model_for(name).eval()
     inputs, targets = probe_batch
     method = build(name)
     batched = method(model, inputs, targets)
@@ -275,8 +278,8 @@ def test_batch_independence(name, make_cnn, probe_batch):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("value", [0.0, 0.5])
-def test_constant_input_gives_no_nan(name, value, make_cnn):
-    model = make_cnn().eval()
+def test_constant_input_gives_no_nan(name, value):
+    model = model_for(name).eval()
     inputs = torch.full((2, 3, 32, 32), value)
     maps = build(name)(model, inputs, torch.tensor([0, 3]))
     check_contract(maps, inputs)
@@ -285,8 +288,11 @@ def test_constant_input_gives_no_nan(name, value, make_cnn):
 def test_engine_shared_pass_equals_separate_calls(make_cnn, probe_batch):
     model = make_cnn().eval()
     inputs, targets = probe_batch
-    methods = [build(name) for name in NAMES]
+    names = [
+        name for name in NAMES if not METHODS[name].needs
+    ]  # the attention methods: tests/methods/test_attention.py
+    methods = [build(name) for name in names]
     together = compute_saliency(model, inputs, targets, methods)
     assert len(together) == len(methods)
-    for name, maps in zip(NAMES, together, strict=True):
+    for name, maps in zip(names, together, strict=True):
         torch.testing.assert_close(maps, build(name)(model, inputs, targets), rtol=0, atol=1e-5, msg=name)
