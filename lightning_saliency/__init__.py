@@ -54,6 +54,8 @@ if TYPE_CHECKING:
         HiResCAM,
         IntegratedGradients,
         LayerCAM,
+        LRPAlphaBeta,
+        LRPEpsilonPlusFlat,
         Occlusion,
         SaliencyMethod,
         ScoreCAM,
@@ -133,6 +135,9 @@ _EXPORTS: dict[str, str] = {
     "RegressionTarget": "lightning_saliency.targets",
     "SegmentationTarget": "lightning_saliency.targets",
     "Target": "lightning_saliency.targets",
+    # LRP
+    "LRPAlphaBeta": "lightning_saliency.methods",
+    "LRPEpsilonPlusFlat": "lightning_saliency.methods",
 }
 """Public name -> the module it lives in."""
 
@@ -189,6 +194,9 @@ __all__ = [
     "preserved_rng",
     "register_method",
     "resolve_target_layer",
+    # LRP
+    "LRPAlphaBeta",
+    "LRPEpsilonPlusFlat",
 ]
 
 
