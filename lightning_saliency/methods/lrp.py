@@ -83,6 +83,11 @@ def _merge_batch_norm() -> type:
     return SequentialMergeAnyBatchNorm
 
 
+def _batch_norm_pass() -> list[tuple[tuple[type, ...], Any]]:
+    """Zennit's ``Pass`` rule for every BatchNorm class (its composites name BatchNorm1d/2d/3d, not SyncBatchNorm)."""
+    return [((_BatchNorm,), _zennit().rules.Pass())]
+
+
 def auto_canonizers(model: nn.Module) -> list[Any]:
     """The canonizers ``canonizers="auto"`` applies to ``model``.
 
@@ -250,8 +255,10 @@ class LRPEpsilonPlusFlat(LRP):
 
     def composite(self, canonizers: list[Any]) -> Any:
         """Zennit's ``EpsilonPlusFlat(epsilon, stabilizer, canonizers=canonizers)``."""
-        composites = _zennit().composites
-        return composites.EpsilonPlusFlat(epsilon=self.epsilon, stabilizer=self.stabilizer, canonizers=canonizers)
+        zennit = _zennit()
+        return zennit.composites.EpsilonPlusFlat(
+            epsilon=self.epsilon, stabilizer=self.stabilizer, layer_map=_batch_norm_pass(), canonizers=canonizers
+        )
 
 
 @register_method("lrp_alpha_beta")
@@ -308,7 +315,7 @@ class LRPAlphaBeta(LRP):
         return zennit.composites.EpsilonAlpha2Beta1Flat(
             epsilon=self.epsilon,
             stabilizer=self.stabilizer,
-            layer_map=[(zennit.types.Convolution, rule)],  # before the composite's own AlphaBeta(2, 1)
+            layer_map=[(zennit.types.Convolution, rule), *_batch_norm_pass()],  # before its own AlphaBeta(2, 1)
             canonizers=canonizers,
         )
 
