@@ -150,7 +150,8 @@ class LRP(AttributionMethod):
     Requirements on the model (a clear error says which are broken): every nonlinearity a module (zennit's rules are
     module hooks; a functional ``F.relu`` gets its plain gradient); only convolutions, linear layers, pooling,
     BatchNorm and element-wise activations (:func:`check_lrp_model`); each module with a rule (convolutions, linear
-    layers, average pooling) run once per forward (zennit keeps one input per module); residual additions as
+    layers, average pooling) run once per forward (zennit keeps one input per module); the layers registered in the
+    order the forward runs them (zennit gives the flat rule to the first one registered); residual additions as
     modules, which the canonizers of torchvision ResNets arrange (other residual networks need their own canonizer,
     else the two branches each get the relevance of the sum). The canonized model must compute what the model does:
     on the first call per model the output of the canonized model is compared with the model's own (one extra
@@ -204,7 +205,7 @@ class LRP(AttributionMethod):
         with _restored(model):
             try:
                 composite.register(model)
-                with _rule_modules_run_once(model, zennit.core.BasicHook), run.precision.forward_context():
+                with _rules_checked(model, zennit), run.precision.forward_context():
                     # the rules re-run their layer in the backward: in the forward's autocast, like the forward
                     p = run_gradient_pass(model, inputs, targets, [], run, input_grads=True)
             finally:
@@ -405,30 +406,47 @@ def _restored(model: nn.Module) -> Iterator[None]:
                     tensor.data = held
 
 
-@contextlib.contextmanager
-def _rule_modules_run_once(model: nn.Module, basic_hook: type) -> Iterator[None]:
-    """Inside, a module with a zennit rule that runs a second time in one forward raises (its relevance would be wrong).
+def _hooked_by(module: nn.Module, kind: type) -> bool:
+    """Whether one of ``module``'s forward hooks belongs to a zennit rule of class ``kind``."""
+    return any(isinstance(getattr(h, "__self__", None), kind) for h in module._forward_hooks.values())
 
-    zennit's rules keep the module's last input and re-run the layer on it in the backward: a module applied twice
-    would compute the relevance of its first use from its second input.
+
+@contextlib.contextmanager
+def _rules_checked(model: nn.Module, zennit: Any) -> Iterator[None]:
+    """Inside, a forward raises where zennit's rules would silently be wrong.
+
+    * A module with a rule runs a second time: the rules keep the module's last input and re-run the layer on it in
+      the backward, so the relevance of its first use would come from its second input.
+    * The first layer to run is not the one the first-layer rule (flat) went to: zennit picks the first convolution
+      or linear layer in module registration order, not in the order of the forward.
     """
     names = {id(m): name for name, m in model.named_modules()}
+    ruled = [m for m in model.modules() if _hooked_by(m, zennit.core.BasicHook)]
+    first = next((m for m in ruled if _hooked_by(m, zennit.rules.Flat)), None)
     counts: dict[int, int] = {}
 
+    def name(module: nn.Module) -> str:
+        return f"{names.get(id(module), '?')!r} ({type(module).__name__})"
+
+    linear_ran = [False]
+
     def count(module: nn.Module, _args: Any) -> None:
+        if isinstance(module, zennit.types.Linear):
+            if not linear_ran[0] and first is not None and module is not first:
+                raise RuntimeError(
+                    f"LRP: the first layer of the forward is {name(module)}, but zennit gave the first-layer (flat) "
+                    f"rule to {name(first)}, the first registered: it picks the first layer in module registration "
+                    "order. Register the modules in the order the forward runs them."
+                )
+            linear_ran[0] = True
         counts[id(module)] = counts.get(id(module), 0) + 1
         if counts[id(module)] > 1:
             raise RuntimeError(
-                f"LRP: module {names.get(id(module), '?')!r} ({type(module).__name__}) ran more than once in one "
-                "forward; zennit's rules keep one input per module, so the relevance of a module applied several "
-                "times would be wrong. Give each use its own module."
+                f"LRP: module {name(module)} ran more than once in one forward; zennit's rules keep one input per "
+                "module, so the relevance of a module applied several times would be wrong. Give each use its own "
+                "module."
             )
 
-    ruled = [
-        m
-        for m in model.modules()
-        if any(isinstance(getattr(h, "__self__", None), basic_hook) for h in m._forward_hooks.values())
-    ]
     handles = [m.register_forward_pre_hook(count) for m in ruled]
     try:
         yield

@@ -348,6 +348,18 @@ class MisorderedBatchNorm(nn.Module):
         return self.head(self.conv(x) + self.bn(self.other(x)))
 
 
+class HeadFirst(nn.Module):
+    """The head is registered before the trunk: zennit would give the flat rule to the head's Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4))
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
 @pytest.mark.parametrize(
     ("model", "error", "match"),
     [
@@ -359,6 +371,11 @@ class MisorderedBatchNorm(nn.Module):
         ),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False), nn.Flatten()), ValueError, "affine=False"),
         (ReusedConv(), RuntimeError, r"module 'conv' \(Conv2d\) ran more than once in one forward"),
+        (
+            HeadFirst(),
+            RuntimeError,
+            r"first layer of the forward is 'features.0' \(Conv2d\), but zennit gave .* 'head.2'",
+        ),
         (MisorderedBatchNorm(), RuntimeError, r"canonizers \['SequentialMergeAnyBatchNorm'\] change what"),
     ],
 )
