@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import zennit.attribution
@@ -28,12 +28,10 @@ import zennit.torchvision
 from torch import nn
 from torchvision.models import resnet18, vgg11_bn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gradient_pass import interleaved_ratios
+
 from lightning_saliency.methods import Gradient, LRPAlphaBeta, LRPEpsilonPlusFlat, compute_saliency
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def ratios(model: nn.Module, canonizer: type, inputs: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -61,17 +59,7 @@ def ratios(model: nn.Module, canonizer: type, inputs: torch.Tensor, repeats: int
         "gradient": lambda: compute_saliency(model, inputs, targets, [gradient]),
         "copy.deepcopy(model) alone": lambda: copy.deepcopy(model),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for round_ in range(repeats + 1):
-        for name, fn in runs.items():
-            _sync(inputs.device)
-            start = time.perf_counter()
-            fn()
-            _sync(inputs.device)
-            if round_:  # round 0 warms up (and runs the canonizer check of the LRP methods)
-                times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["forward + autograd.grad to the input (reference)"])
-    return {name: statistics.median(t) / base for name, t in times.items()}
+    return interleaved_ratios(runs, inputs.device, repeats)  # round 0 also runs the LRP canonizer check
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -163,14 +163,25 @@ class LRP(AttributionMethod):
     without gradients on the first call per model where canonizers apply. No copy of the model.
 
     Args:
+        epsilon: The epsilon rule's stabiliser in linear layers.
+        stabilizer: The other rules' stabiliser of their denominators.
         canonizers: ``"auto"`` (:func:`auto_canonizers`: ``ResNetCanonizer`` for torchvision ResNets,
             ``SequentialMergeBatchNorm`` for other models with BatchNorm, such as VGG), ``None`` (none; BatchNorm then
             passes relevance through unchanged, zennit's ``Pass`` rule), or a sequence of zennit canonizers.
         name: Label in logs.
     """
 
-    def __init__(self, canonizers: Canonizers = "auto", *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        epsilon: float = 1e-6,
+        stabilizer: float = 1e-6,
+        canonizers: Canonizers = "auto",
+        *,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name=name)
+        self.epsilon = positive_float(epsilon, "epsilon")
+        self.stabilizer = positive_float(stabilizer, "stabilizer")
         zennit = _zennit()
         if canonizers is not None and canonizers != "auto":
             if isinstance(canonizers, str) or not isinstance(canonizers, Sequence):
@@ -246,18 +257,6 @@ class LRPEpsilonPlusFlat(LRP):
         torch.Size([2, 1, 8, 8])
     """
 
-    def __init__(
-        self,
-        epsilon: float = 1e-6,
-        stabilizer: float = 1e-6,
-        canonizers: Canonizers = "auto",
-        *,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(canonizers, name=name)
-        self.epsilon = positive_float(epsilon, "epsilon")
-        self.stabilizer = positive_float(stabilizer, "stabilizer")
-
     def composite(self, canonizers: list[Any]) -> Any:
         """Zennit's ``EpsilonPlusFlat(epsilon, stabilizer, canonizers=canonizers)``."""
         zennit = _zennit()
@@ -300,7 +299,7 @@ class LRPAlphaBeta(LRP):
         *,
         name: str | None = None,
     ) -> None:
-        super().__init__(canonizers, name=name)
+        super().__init__(epsilon, stabilizer, canonizers, name=name)
         for value, arg in ((alpha, "alpha"), (beta, "beta")):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{arg} must be a float >= 0, got {value!r}.")
@@ -310,8 +309,6 @@ class LRPAlphaBeta(LRP):
                 f"beta={beta!r}."
             )
         self.alpha, self.beta = float(alpha), float(beta)
-        self.epsilon = positive_float(epsilon, "epsilon")
-        self.stabilizer = positive_float(stabilizer, "stabilizer")
 
     def composite(self, canonizers: list[Any]) -> Any:
         """Zennit's ``EpsilonAlpha2Beta1Flat`` with ``AlphaBeta(alpha, beta)`` in its convolutions."""
