@@ -158,8 +158,8 @@ class LRP(AttributionMethod):
     forward without gradients) and a mismatch (a BatchNorm merged into a layer it does not follow) is an error.
 
     Cost: one forward and one backward per image, the backward dearer than a plain one (each rule re-runs its layer:
-    1 to 4 times; on a CPU 2.6x / 3.6x a forward+backward for VGG-11-BN / ResNet-18 with epsilon-plus-flat, 3.8x /
-    6.2x with alpha-beta, within 5% of calling zennit directly: ``benchmarks/bench_lrp.py``), plus one forward
+    1 to 4 times; on a CPU 2.7x / 3.3x a forward+backward for VGG-11-BN / ResNet-18 with epsilon-plus-flat, 3.9x /
+    5.9x with alpha-beta, as much as calling zennit directly: ``benchmarks/bench_lrp.py``), plus one forward
     without gradients on the first call per model where canonizers apply. No copy of the model.
 
     Args:
