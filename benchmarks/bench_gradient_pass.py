@@ -49,16 +49,22 @@ def ratios(model: nn.Module, inputs: torch.Tensor, repeats: int) -> dict[str, fl
         "Gradient alone": lambda: compute_saliency(model, inputs, targets, methods[:1]),
         "GradCAM alone": lambda: compute_saliency(model, inputs, targets, methods[1:2]),
     }
+    return interleaved_ratios(runs, inputs.device, repeats)
+
+
+def interleaved_ratios(runs: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median time of each run over the first run's (the reference), in ``repeats`` interleaved rounds after a warm-up
+    round (kernels, layer resolution)."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(repeats + 1):
         for name, fn in runs.items():
-            _sync(inputs.device)
+            _sync(device)
             start = time.perf_counter()
             fn()
-            _sync(inputs.device)
-            if round_:  # round 0 warms up (kernels, layer resolution)
+            _sync(device)
+            if round_:
                 times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["forward + autograd.grad to the input (reference)"])
+    base = statistics.median(next(iter(times.values())))
     return {name: statistics.median(t) / base for name, t in times.items()}
 
 

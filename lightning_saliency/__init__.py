@@ -56,6 +56,8 @@ if TYPE_CHECKING:
         HiResCAM,
         IntegratedGradients,
         LayerCAM,
+        LRPAlphaBeta,
+        LRPEpsilonPlusFlat,
         Occlusion,
         SaliencyMethod,
         ScoreCAM,
@@ -138,6 +140,9 @@ _EXPORTS: dict[str, str] = {
     # vision-transformer attention methods
     "AttentionRelevance": "lightning_saliency.methods",
     "AttentionRollout": "lightning_saliency.methods",
+    # LRP
+    "LRPAlphaBeta": "lightning_saliency.methods",
+    "LRPEpsilonPlusFlat": "lightning_saliency.methods",
 }
 """Public name -> the module it lives in."""
 
@@ -197,6 +202,9 @@ __all__ = [
     # vision-transformer attention methods
     "AttentionRelevance",
     "AttentionRollout",
+    # LRP
+    "LRPAlphaBeta",
+    "LRPEpsilonPlusFlat",
 ]
 
 

@@ -28,6 +28,9 @@ from lightning_saliency.methods.fusion import FusedCAM
 from lightning_saliency.methods.gradcam import GradCAM, GradCAMPlusPlus
 from lightning_saliency.methods.gradient import Gradient, GradientXInput, SmoothGrad
 from lightning_saliency.methods.integrated_gradients import IntegratedGradients
+
+# LRP (the [lrp] extra: zennit is imported when a method is constructed)
+from lightning_saliency.methods.lrp import LRPAlphaBeta, LRPEpsilonPlusFlat
 from lightning_saliency.methods.noise_tunnel import SmoothGradSquared, VarGrad
 from lightning_saliency.methods.perturbation import RISE, Occlusion
 from lightning_saliency.methods.registry import METHODS, available_methods, get_method, register_method
@@ -81,4 +84,7 @@ __all__ = [
     # vision-transformer attention methods
     "AttentionRelevance",
     "AttentionRollout",
+    # LRP
+    "LRPAlphaBeta",
+    "LRPEpsilonPlusFlat",
 ]
