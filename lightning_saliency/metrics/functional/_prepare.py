@@ -23,8 +23,10 @@ def _check_flag(value: object, arg: str) -> bool:
 
 
 def _prepared(attributions: Tensor, *, abs: bool, normalise: bool, arg: str = "maps") -> Tensor:
-    """``attributions [B, ...]`` as float32, NaN-free, each image divided by its max ``|a|`` (``normalise``), then
-    ``|a|`` (``abs``), in that order (Quantus' ``general_preprocess``); same shape."""
+    """``attributions [B, ...]`` float32, NaN-free: divided by each image's max ``|a|``, then ``|a|``, as Quantus.
+
+    Each step only when its flag is set, in Quantus' order (``general_preprocess``); the shape is kept.
+    """
     _check_flag(abs, "abs")
     _check_flag(normalise, "normalise")
     if not isinstance(attributions, Tensor) or attributions.ndim < 2 or not attributions.is_floating_point():

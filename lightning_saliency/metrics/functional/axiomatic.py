@@ -71,7 +71,7 @@ def quantus_baseline(inputs: Tensor, perturb_baseline: QuantusBaseline) -> Tenso
 
 
 def _attributions_like(attributions: Tensor, inputs: Tensor) -> Tensor:
-    """``attributions`` checked against ``inputs``: batch first, as many dimensions, broadcastable (a map's 1 channel)."""
+    """``attributions`` checked against ``inputs``: batch first, as many dimensions, broadcastable."""
     ok = isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim
     if ok:
         try:
@@ -108,8 +108,7 @@ def completeness(
     batch_size: int = 64,
     run: Run | None = None,
 ) -> Tensor:
-    """Completeness per image (Sundararajan et al. 2017), as Quantus' ``Completeness``: do the attributions sum to
-    ``f(x) - f(x')``?
+    """Completeness per image (Sundararajan et al. 2017; Quantus' ``Completeness``): ``sum(a) = f(x) - f(x')``?
 
     ``f`` is the target's score (a class's logit: Quantus' ``softmax=False``), ``x'`` the ``perturb_baseline``.
     Quantus tests exact equality, which is the default here (``rtol = atol = 0``); pass a tolerance to test
@@ -220,7 +219,7 @@ def non_sensitivity(
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a number >= 0, got {eps!r}.")
     if isinstance(features_in_step, bool) or not isinstance(features_in_step, int) or features_in_step < 1:
-        raise ValueError(f"features_in_step must be an int >= 1 (values replaced per forward), got {features_in_step!r}.")
+        raise ValueError(f"features_in_step must be an int >= 1 (values per forward), got {features_in_step!r}.")
     _check_flag(softmax, "softmax")
     _check_batch_size(batch_size)
     attributions = _attributions_like(attributions, inputs)
@@ -249,7 +248,7 @@ def non_sensitivity(
     return (insensitive ^ non_feature).sum(1).float()
 
 
-def _explained(explain: Explainer, model: nn.Module, x: Tensor, target: Target, targets: TargetLike, run: Run) -> Tensor:
+def _explained(explain: Explainer, model: nn.Module, x: Tensor, target: Target, targets: Any, run: Run) -> Tensor:
     if isinstance(explain, SaliencyMethod):
         return explain(model, x, target, precision=run.precision, output_adapter=run.output_adapter).detach()
     if not callable(explain):
@@ -269,8 +268,9 @@ def input_invariance(
     normalise: bool = False,
     run: Run | None = None,
 ) -> Tensor:
-    """Input invariance per image (Kindermans et al. 2017), as Quantus' ``InputInvariance``: is the explanation
-    unchanged when the input is shifted by a constant and the model compensates the shift?
+    """Input invariance per image (Kindermans et al. 2017; Quantus' ``InputInvariance``): does a shift change it?
+
+    Is the explanation unchanged when the input is shifted by a constant and the model compensates the shift?
 
     The explanation of ``x + input_shift`` by a model that first subtracts ``input_shift`` (the same function of
     ``x``) is compared with the explanation of ``x`` by the model: invariant (1) when every value agrees within

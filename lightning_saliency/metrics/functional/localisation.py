@@ -364,8 +364,9 @@ def localisation_auc(
 
 
 def focus(attributions: Tensor, quadrants: Tensor, *, abs: bool = False, normalise: bool = True) -> Tensor:
-    """Focus per mosaic (Arias-Duart et al. 2022), as Quantus' ``Focus``: the share of positive relevance on the
-    quadrants that show the target class, higher is better.
+    """Focus per mosaic (Arias-Duart et al. 2022; Quantus' ``Focus``): relevance on the target class's quadrants.
+
+    The share of positive relevance on the quadrants that show the target class, higher is better.
 
     The inputs are mosaics of four images (two of the target class, two of others: Quantus'
     ``mosaic_creation``), and the attributions explain the target class on the mosaic. ``quadrants [B, 4]`` says
