@@ -88,7 +88,7 @@ def test_empty_or_full_regions_are_undefined_as_in_quantus():
     data = batch()
     data["s_batch"][1] = 0  # empty: Quantus sets NaN
     data["s_batch"][2] = 1  # the whole map: no negatives, scikit-learn's ROC is undefined (NaN)
-    with pytest.warns(Warning, match="segmentation|negative"):  # Quantus' empty-segmentation and scikit-learn's no-negatives warnings
+    with pytest.warns(Warning, match="segmentation|negative"):  # Quantus' and scikit-learn's warnings
         expected = theirs(quantus.AUC(disable_warnings=True), data)
     got = ours(localisation_auc, data)
     np.testing.assert_allclose(got, expected, rtol=0, atol=6e-8)  # NaN where NaN
