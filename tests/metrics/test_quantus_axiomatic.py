@@ -155,7 +155,7 @@ def test_non_sensitivity_in_groups_counts_a_group_as_unattributed_when_all_its_v
 
 
 def grad(model: nn.Module, inputs, targets, **_) -> np.ndarray:
-    """The plain input gradient of the target logit, ``[B, 3, H, W]``; images 2 and 3 times the input (not invariant)."""
+    """The input gradient of the target logit ``[B, 3, H, W]``; images 2 and 3 times the input (not invariant)."""
     x = torch.as_tensor(inputs).clone().requires_grad_(True)
     y = torch.as_tensor(targets)
     (g,) = torch.autograd.grad(model(x).gather(1, y[:, None]).sum(), x)
