@@ -233,7 +233,7 @@ class ScoreInfo:
     @property
     def in_evaluate_scores(self) -> bool:
         """Whether :func:`evaluate_scores` computes it: the cheap scores of the maps of one epoch alone."""
-        return self.schedule == "every_epoch" and not self.needs & {"previous_maps", "method"}
+        return self.schedule == "every_epoch" and not self.needs & {"previous_maps", "method", "quadrants"}
 
 
 def _model_context(ctx: ScoreContext) -> tuple[nn.Module, Tensor, Target]:
