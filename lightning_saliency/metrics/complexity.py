@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -21,11 +21,15 @@ class _DefinedMeanScore(_MeanScore):
 
 
 class _Preprocessed(_DefinedMeanScore):
-    """A score of the maps alone after Quantus' preprocessing, with its ``abs`` and ``normalise`` flags."""
+    """A score of the maps after Quantus' preprocessing: ``abs`` (``None``: Quantus' default) and ``normalise``."""
 
-    def __init__(self, abs: bool, normalise: bool, **kwargs: Any) -> None:
+    quantus_abs: ClassVar[bool] = True
+    """Quantus' default ``abs`` of the metric."""
+
+    def __init__(self, abs: bool | None = None, normalise: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.abs, self.normalise = _check_flag(abs, "abs"), _check_flag(normalise, "normalise")
+        self.abs = _check_flag(self.quantus_abs if abs is None else abs, "abs")
+        self.normalise = _check_flag(normalise, "normalise")
 
 
 class Sparseness(_Preprocessed):
@@ -34,7 +38,7 @@ class Sparseness(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.sparseness`.
 
     Args:
-        abs: Take magnitudes (``True``).
+        abs: Take magnitudes (``None``: Quantus' default ``True``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -50,9 +54,6 @@ class Sparseness(_Preprocessed):
 
     higher_is_better: bool = True
 
-    def __init__(self, abs: bool = True, normalise: bool = True, **kwargs: Any) -> None:
-        super().__init__(abs, normalise, **kwargs)
-
     def update(self, maps: Tensor) -> None:
         """Score a batch of ``maps [B, ...]``."""
         self._accumulate(sparseness(maps, abs=self.abs, normalise=self.normalise))
@@ -64,7 +65,7 @@ class Complexity(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.complexity`; all-zero maps (no distribution) are left out.
 
     Args:
-        abs: Take magnitudes (``True``).
+        abs: Take magnitudes (``None``: Quantus' default ``True``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -78,9 +79,6 @@ class Complexity(_Preprocessed):
 
     higher_is_better: bool = False
 
-    def __init__(self, abs: bool = True, normalise: bool = True, **kwargs: Any) -> None:
-        super().__init__(abs, normalise, **kwargs)
-
     def update(self, maps: Tensor) -> None:
         """Score a batch of ``maps [B, ...]``."""
         self._accumulate(complexity(maps, abs=self.abs, normalise=self.normalise))
@@ -93,7 +91,7 @@ class EffectiveComplexity(_Preprocessed):
 
     Args:
         eps: The threshold, a fraction of each map's largest magnitude (``1e-5``).
-        abs: Take magnitudes (``True``).
+        abs: Take magnitudes (``None``: Quantus' default ``True``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -107,7 +105,7 @@ class EffectiveComplexity(_Preprocessed):
 
     higher_is_better: bool = False
 
-    def __init__(self, eps: float = 1e-5, abs: bool = True, normalise: bool = True, **kwargs: Any) -> None:
+    def __init__(self, eps: float = 1e-5, abs: bool | None = None, normalise: bool = True, **kwargs: Any) -> None:
         super().__init__(abs, normalise, **kwargs)
         effective_complexity(Tensor([[1.0]]), eps=eps)  # checks eps
         self.eps = eps

@@ -118,7 +118,7 @@ class TopKIntersection(_Preprocessed):
     Args:
         k: Pixels taken, fewer than a map has (1000).
         concept_influence: Divide by the region's share of the image.
-        abs: Rank magnitudes (``False``).
+        abs: Rank magnitudes (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -131,9 +131,15 @@ class TopKIntersection(_Preprocessed):
     """
 
     higher_is_better: bool = True
+    quantus_abs = False
 
     def __init__(
-        self, k: int = 1000, concept_influence: bool = False, abs: bool = False, normalise: bool = True, **kwargs: Any
+        self,
+        k: int = 1000,
+        concept_influence: bool = False,
+        abs: bool | None = None,
+        normalise: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(abs, normalise, **kwargs)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -161,7 +167,7 @@ class RelevanceRankAccuracy(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.relevance_rank_accuracy`; empty regions are left out.
 
     Args:
-        abs: Rank magnitudes (``False``).
+        abs: Rank magnitudes (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -174,9 +180,7 @@ class RelevanceRankAccuracy(_Preprocessed):
     """
 
     higher_is_better: bool = True
-
-    def __init__(self, abs: bool = False, normalise: bool = True, **kwargs: Any) -> None:
-        super().__init__(abs, normalise, **kwargs)
+    quantus_abs = False
 
     def update(self, maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> None:
         """Score a batch of ``maps [B, 1, H, W]`` against ``boxes [B, 4]`` or ``masks [B, H, W]``."""
@@ -190,7 +194,7 @@ class LocalisationAUC(_Preprocessed):
     map are left out.
 
     Args:
-        abs: Score magnitudes (``False``).
+        abs: Score magnitudes (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -203,9 +207,7 @@ class LocalisationAUC(_Preprocessed):
     """
 
     higher_is_better: bool = True
-
-    def __init__(self, abs: bool = False, normalise: bool = True, **kwargs: Any) -> None:
-        super().__init__(abs, normalise, **kwargs)
+    quantus_abs = False
 
     def update(self, maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> None:
         """Score a batch of ``maps [B, 1, H, W]`` against ``boxes [B, 4]`` or ``masks [B, H, W]``."""
@@ -218,7 +220,7 @@ class Focus(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.focus`.
 
     Args:
-        abs: Take magnitudes first (``False``).
+        abs: Take magnitudes first (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -233,9 +235,7 @@ class Focus(_Preprocessed):
     """
 
     higher_is_better: bool = True
-
-    def __init__(self, abs: bool = False, normalise: bool = True, **kwargs: Any) -> None:
-        super().__init__(abs, normalise, **kwargs)
+    quantus_abs = False
 
     def update(self, maps: Tensor, quadrants: Tensor) -> None:
         """Score a batch of mosaic ``maps [B, 1, H, W]`` with ``quadrants [B, 4]`` (0/1, the target class's)."""

@@ -249,7 +249,10 @@ A = torch.rand(2, 1, 8, 8)
     ("call", "match"),
     [
         (lambda: completeness(NET, X, Y, A, perturb_baseline="grey"), "perturb_baseline must be 'black', .*'grey'"),
-        (lambda: completeness(NET, X, Y, A, perturb_baseline=torch.ones(3, 3)), "tensor perturb_baseline must"),
+        (
+            lambda: completeness(NET, X, Y, A, perturb_baseline=torch.ones(3, 3)),
+            "perturb_baseline must be a Tensor broadcas",
+        ),
         (lambda: completeness(NET, X, Y, A, rtol=-1), "rtol must be a number >= 0, got -1"),
         (lambda: completeness(NET, X, Y, torch.rand(2, 8, 8)), r"attributions must be a Tensor .*got \(2, 8, 8\)"),
         (lambda: completeness(NET, X, Y, torch.rand(3, 1, 8, 8)), r"got \(3, 1, 8, 8\)"),

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
 from lightning_saliency.methods.base import SaliencyMethod
@@ -46,16 +47,14 @@ def quantus_baseline(inputs: Tensor, perturb_baseline: QuantusBaseline) -> Tenso
         >>> quantus_baseline(torch.tensor([[[[1.0, 3.0]]], [[[0.0, 8.0]]]]), "black").flatten().tolist()
         [1.0, 1.0, 0.0, 0.0]
     """
+    if isinstance(perturb_baseline, (int, float)) and not isinstance(perturb_baseline, bool):
+        return perturbation_baseline(inputs, perturb_baseline)  # the constant
     if isinstance(perturb_baseline, Tensor):
         try:
             return torch.broadcast_to(perturb_baseline.to(inputs), inputs.shape).clone()
         except RuntimeError as err:
-            raise ValueError(
-                f"A tensor perturb_baseline must broadcast to the inputs {tuple(inputs.shape)}, got "
-                f"{tuple(perturb_baseline.shape)}."
-            ) from err
-    if isinstance(perturb_baseline, (int, float)) and not isinstance(perturb_baseline, bool):
-        return torch.full_like(inputs, float(perturb_baseline))
+            shapes = f"{tuple(perturb_baseline.shape)} does not broadcast to the inputs {tuple(inputs.shape)}"
+            raise ValueError(f"perturb_baseline must be a Tensor broadcastable to the inputs: {shapes}.") from err
     flat = inputs.flatten(1)  # [B,F]
     if perturb_baseline == "black":
         value = flat.amin(1, keepdim=True)
