@@ -581,8 +581,9 @@ def test_every_score_name_the_monitor_accepts_is_computed(tmp_path):
     probe = Probe(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]), boxes=boxes)
     monitor = SaliencyMonitor(methods=["gradient"], probe=probe, scores=list(SCORES), score_steps=2, strict=True)
     trainer(tmp_path, [monitor], logger=False).validate(TinyClassifier(), val, verbose=False)
-    # map_stability needs a previous epoch; every other score must have a value (no name silently ignored)
-    assert set(monitor.last_scores["gradient"]) == set(SCORES) - {"map_stability"}
+    # map_stability needs a previous epoch, focus mosaics (no probe has them) and completeness a method with raw
+    # attributions (gradient has none); every other score must have a value (no name silently ignored)
+    assert set(monitor.last_scores["gradient"]) == set(SCORES) - {"map_stability", "focus", "completeness"}
 
 
 class NamedClasses(torch.utils.data.TensorDataset):

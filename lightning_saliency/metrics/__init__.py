@@ -62,6 +62,24 @@ from lightning_saliency.metrics.robustness import Infidelity, SensitivityMax
 from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
 from lightning_saliency.metrics.stability import MapStability
 
+# isort: split
+# Quantus' localisation, complexity and axiomatic scores (qloc)
+from lightning_saliency.metrics.axiomatic import Completeness, InputInvariance, NonSensitivity
+from lightning_saliency.metrics.complexity import Complexity, EffectiveComplexity, Sparseness
+from lightning_saliency.metrics.functional import (
+    completeness,
+    complexity,
+    effective_complexity,
+    focus,
+    input_invariance,
+    localisation_auc,
+    non_sensitivity,
+    relevance_rank_accuracy,
+    sparseness,
+    top_k_intersection,
+)
+from lightning_saliency.metrics.localisation import Focus, LocalisationAUC, RelevanceRankAccuracy, TopKIntersection
+
 __all__ = [
     "SCORES",
     "AverageDrop",
@@ -116,4 +134,25 @@ __all__ = [
     "sensitivity_n",
     "slic_segments",
     "sufficiency",
+    # Quantus' localisation, complexity and axiomatic scores (qloc)
+    "Completeness",
+    "Complexity",
+    "EffectiveComplexity",
+    "Focus",
+    "InputInvariance",
+    "LocalisationAUC",
+    "NonSensitivity",
+    "RelevanceRankAccuracy",
+    "Sparseness",
+    "TopKIntersection",
+    "completeness",
+    "complexity",
+    "effective_complexity",
+    "focus",
+    "input_invariance",
+    "localisation_auc",
+    "non_sensitivity",
+    "relevance_rank_accuracy",
+    "sparseness",
+    "top_k_intersection",
 ]

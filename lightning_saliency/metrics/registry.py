@@ -20,8 +20,9 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._runtime import Run
-from lightning_saliency.methods.base import SaliencyMethod
+from lightning_saliency.methods.base import AttributionMethod, SaliencyMethod
 from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
     _check_maps,
@@ -31,6 +32,8 @@ from lightning_saliency.metrics.functional._common import (
     _scoring,
 )
 from lightning_saliency.metrics.functional.attack import saliency_attack_score
+from lightning_saliency.metrics.functional.axiomatic import completeness, input_invariance, non_sensitivity
+from lightning_saliency.metrics.functional.complexity import complexity, effective_complexity, sparseness
 from lightning_saliency.metrics.functional.correlation import map_stability
 from lightning_saliency.metrics.functional.faithfulness_regions import (
     _curve_area,
@@ -40,7 +43,15 @@ from lightning_saliency.metrics.functional.faithfulness_regions import (
     sensitivity_n,
     sufficiency,
 )
-from lightning_saliency.metrics.functional.localisation import energy_pointing_game, localisation_iou, pointing_game
+from lightning_saliency.metrics.functional.localisation import (
+    energy_pointing_game,
+    focus,
+    localisation_auc,
+    localisation_iou,
+    pointing_game,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
 from lightning_saliency.metrics.functional.perturbation import (
     DEFAULT_STEPS,
     Baseline,
@@ -70,7 +81,18 @@ __all__ = [
     "evaluate_scores",
 ]
 
-Need = Literal["model", "confidence", "classes", "images", "regions", "previous_maps", "method", "input_bounds"]
+Need = Literal[
+    "model",
+    "confidence",
+    "classes",
+    "images",
+    "regions",
+    "previous_maps",
+    "method",
+    "input_bounds",
+    "attributions",
+    "quadrants",
+]
 """What a score reads from its :class:`ScoreContext` besides the maps:
 
 * ``"model"``: the model, inputs and targets (it runs forwards);
@@ -81,7 +103,11 @@ Need = Literal["model", "confidence", "classes", "images", "regions", "previous_
 * ``"regions"``: ground-truth ``boxes`` or ``masks`` (without them it is skipped, with the reason);
 * ``"previous_maps"``: the previous logged epoch's maps (it starts at the second logged epoch);
 * ``"method"``: the saliency method that made the maps (it recomputes maps);
-* ``"input_bounds"``: the valid input range, when known (used to clamp; optional).
+* ``"input_bounds"``: the valid input range, when known (used to clamp; optional);
+* ``"attributions"``: a method with raw input attributions against one baseline (an
+  :class:`~lightning_saliency.methods.AttributionMethod` with a ``baseline``: Integrated Gradients, DeepLift);
+* ``"quadrants"``: the inputs are mosaics of four images and ``quadrants`` says which show the target class (Focus;
+  the monitor's probe has none, so the monitor always skips it).
 """
 
 
@@ -105,6 +131,8 @@ class ScoreContext:
         deletion_baseline: Substrate of deleted pixels.
         insertion_baseline: Substrate insertion starts from.
         pointing_tolerance: Pointing-game tolerance in pixels.
+        quadrants: ``[B, 4]`` 0/1: which quadrants ``(top_left, top_right, bottom_left, bottom_right)`` of mosaic
+            inputs show the target class (Focus), or ``None``.
     """
 
     maps: Tensor
@@ -122,6 +150,7 @@ class ScoreContext:
     deletion_baseline: Baseline = "zero"
     insertion_baseline: Baseline = "blur"
     pointing_tolerance: float = 0.0
+    quadrants: Tensor | None = None
 
     def rows(self, index: Tensor) -> ScoreContext:
         """The same context for the images ``index`` only (``[R]`` positions), e.g. curves on part of the probe."""
@@ -137,6 +166,7 @@ class ScoreContext:
             boxes=pick(self.boxes),
             masks=pick(self.masks),
             previous_maps=pick(self.previous_maps),
+            quadrants=pick(self.quadrants),
         )
 
     @cached_property
@@ -160,7 +190,19 @@ class ScoreContext:
             return "needs the previous logged epoch's maps"
         if "method" in needs and self.method is None:
             return "needs the method that made the maps"
+        if "attributions" in needs and not _has_attributions(self.method):
+            return (
+                "needs a method with input attributions against one baseline (integrated_gradients, deeplift), not "
+                f"{self.method!r}"
+            )
+        if "quadrants" in needs and self.quadrants is None:
+            return "needs mosaic inputs and the quadrants of the target class (the monitor's probe has none)"
         return None
+
+
+def _has_attributions(method: SaliencyMethod | None) -> bool:
+    """Whether ``method`` gives raw attributions against one baseline ``x'`` (its ``baseline`` attribute)."""
+    return isinstance(method, AttributionMethod) and hasattr(method, "baseline")
 
 
 Compute = Callable[[ScoreContext], dict[str, Tensor]]
@@ -200,7 +242,7 @@ class ScoreInfo:
     @property
     def in_evaluate_scores(self) -> bool:
         """Whether :func:`evaluate_scores` computes it: the cheap scores of the maps of one epoch alone."""
-        return self.schedule == "every_epoch" and not self.needs & {"previous_maps", "method"}
+        return self.schedule == "every_epoch" and not self.needs & {"previous_maps", "method", "quadrants"}
 
 
 def _model_context(ctx: ScoreContext) -> tuple[nn.Module, Tensor, Target]:
@@ -306,6 +348,85 @@ def _sensitivity_n(ctx: ScoreContext) -> dict[str, Tensor]:
 def _sufficiency(ctx: ScoreContext) -> dict[str, Tensor]:
     model, inputs, _ = _model_context(ctx)
     return {"sufficiency": sufficiency(model, inputs, ctx.maps, batch_size=ctx.batch_size, run=ctx.run)}
+
+
+# Quantus' localisation, complexity and axiomatic scores (qloc)
+
+_QUANTUS_K_SHARE = 1000 / 224**2
+"""Quantus' default ``k=1000`` of top-k intersection as a share of a 224 x 224 map (about 2 %)."""
+
+_NON_SENSITIVITY_GROUPS = 64
+"""The monitor's non-sensitivity replaces each image's values in at most this many groups (one forward each)."""
+
+
+def _top_k(ctx: ScoreContext) -> dict[str, Tensor]:
+    n = ctx.maps[0].numel()
+    k = max(1, min(n - 1, round(n * _QUANTUS_K_SHARE)))  # Quantus' 1000 at 224 x 224, the same share elsewhere
+    return {"top_k_intersection": top_k_intersection(ctx.maps, ctx.boxes, ctx.masks, k=k)}
+
+
+def _rank_accuracy(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"relevance_rank_accuracy": relevance_rank_accuracy(ctx.maps, ctx.boxes, ctx.masks)}
+
+
+def _auc(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"localisation_auc": localisation_auc(ctx.maps, ctx.boxes, ctx.masks)}
+
+
+def _focus(ctx: ScoreContext) -> dict[str, Tensor]:
+    assert ctx.quadrants is not None
+    return {"focus": focus(ctx.maps, ctx.quadrants)}
+
+
+def _sparseness(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"sparseness": sparseness(ctx.maps)}
+
+
+def _complexity(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"complexity": complexity(ctx.maps)}
+
+
+def _effective_complexity(ctx: ScoreContext) -> dict[str, Tensor]:
+    return {"effective_complexity": effective_complexity(ctx.maps)}
+
+
+def _completeness(ctx: ScoreContext) -> dict[str, Tensor]:
+    """Raw attributions of the method against its own baseline, complete within 5 % (the IG paper's check)."""
+    model, inputs, targets = _model_context(ctx)
+    method = ctx.method
+    assert isinstance(method, AttributionMethod)
+    attributions = method.attributions(model, inputs, targets, ctx.run)  # [B,C,H,W]
+    reference = perturbation_baseline(inputs, method.baseline)  # type: ignore[attr-defined]
+    score = completeness(
+        model,
+        inputs,
+        targets,
+        attributions,
+        perturb_baseline=reference,
+        normalise=False,
+        rtol=0.05,
+        atol=1e-5,
+        batch_size=ctx.batch_size,
+        run=ctx.run,
+    )
+    return {"completeness": score}
+
+
+def _non_sensitivity(ctx: ScoreContext) -> dict[str, Tensor]:
+    """The share of violating groups, with the values replaced in at most 64 groups per image."""
+    model, inputs, targets = _model_context(ctx)
+    n = inputs[0].numel()
+    step = -(-n // _NON_SENSITIVITY_GROUPS)  # ceil
+    violations = non_sensitivity(
+        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
+    )
+    return {"non_sensitivity": violations / -(-n // step)}
+
+
+def _input_invariance(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    return {"input_invariance": input_invariance(ctx.method, model, inputs, targets, ctx.maps, run=ctx.run)}
 
 
 _REGIONS: frozenset[Need] = frozenset({"regions"})
@@ -457,6 +578,87 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             schedule="costly",  # opt-in: one forward, but a statistic of the batch (the probe's images)
             default=False,
             forwards=lambda steps: 1.0,
+        ),
+        # Quantus' localisation, complexity and axiomatic scores (qloc)
+        "top_k_intersection": ScoreInfo(
+            "Top-k intersection (Quantus): share of the map's top 2 % of pixels (k=1000 at 224 px) in the region.",
+            True,
+            top_k_intersection,
+            _top_k,
+            needs=_REGIONS,
+            default=False,
+        ),
+        "relevance_rank_accuracy": ScoreInfo(
+            "Relevance rank accuracy (Quantus): share of the map's top |region| pixels in the region.",
+            True,
+            relevance_rank_accuracy,
+            _rank_accuracy,
+            needs=_REGIONS,
+            default=False,
+        ),
+        "localisation_auc": ScoreInfo(
+            "ROC AUC of the map as a detector of the region's pixels (Quantus' AUC).",
+            True,
+            localisation_auc,
+            _auc,
+            needs=_REGIONS,
+            default=False,
+        ),
+        "focus": ScoreInfo(
+            "Focus (Quantus): share of positive relevance on the target-class quadrants of mosaic inputs.",
+            True,
+            focus,
+            _focus,
+            needs=frozenset({"quadrants"}),
+            default=False,
+        ),
+        "sparseness": ScoreInfo(
+            "Sparseness (Quantus): Gini index of the map, in [0, 1).",
+            True,
+            sparseness,
+            _sparseness,
+            needs=frozenset(),
+            default=False,
+        ),
+        "complexity": ScoreInfo(
+            "Complexity (Quantus): entropy of the map's share of its mass, in [0, log(H * W)].",
+            False,
+            complexity,
+            _complexity,
+            needs=frozenset(),
+            default=False,
+        ),
+        "effective_complexity": ScoreInfo(
+            "Effective complexity (Quantus): pixels above 1e-5 of the map's maximum (a count).",
+            False,
+            effective_complexity,
+            _effective_complexity,
+            needs=frozenset(),
+            default=False,
+        ),
+        "completeness": ScoreInfo(
+            "Completeness (Quantus): raw attributions sum to f(x) - f(baseline) within 5 % (IG, DeepLift only).",
+            True,
+            completeness,
+            _completeness,
+            needs=frozenset({"model", "method", "attributions"}),
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "non_sensitivity": ScoreInfo(
+            "Non-sensitivity (Quantus): share of 64 input groups whose attribution and probability change disagree.",
+            False,
+            non_sensitivity,
+            _non_sensitivity,
+            needs=_PROBABILITY,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "input_invariance": ScoreInfo(
+            "Input invariance (Quantus): the map is unchanged when the input shifts by -1 and the model compensates.",
+            True,
+            input_invariance,
+            _input_invariance,
+            needs=frozenset({"model", "method"}),
+            **_COSTLY,  # type: ignore[arg-type]
         ),
     }
 )

@@ -5,22 +5,32 @@ from lightning_saliency.metrics import (
     IROF,
     SCORES,
     AverageDrop,
+    Completeness,
+    Complexity,
     DeletionAUC,
+    EffectiveComplexity,
     EnergyPointingGame,
+    Focus,
     IncreaseInConfidence,
     Infidelity,
+    InputInvariance,
     InsertionAUC,
+    LocalisationAUC,
     LocalisationIoU,
     MapStability,
     ModelRandomisation,
+    NonSensitivity,
     PointingGame,
     RegionPerturbation,
+    RelevanceRankAccuracy,
     ROADCombined,
     SaliencyAttack,
     Selectivity,
     SensitivityMax,
     SensitivityN,
+    Sparseness,
     Sufficiency,
+    TopKIntersection,
     average_drop,
     curve_auc,
     deletion_curve,
@@ -39,6 +49,14 @@ CHEAP = [
     "pointing_game",
     "energy_pointing_game",
     "localisation_iou",
+]
+QUANTUS_CHEAP = [  # Quantus' localisation and complexity scores (qloc): opt-in, not in CHEAP's default-run tests
+    "top_k_intersection",
+    "relevance_rank_accuracy",
+    "localisation_auc",
+    "sparseness",
+    "complexity",
+    "effective_complexity",
 ]
 
 
@@ -107,12 +125,23 @@ def test_registry_agrees_with_metric_classes():
         "irof": IROF,
         "sensitivity_n": SensitivityN,
         "sufficiency": Sufficiency,
+        # Quantus' localisation, complexity and axiomatic scores (qloc)
+        "top_k_intersection": TopKIntersection,
+        "relevance_rank_accuracy": RelevanceRankAccuracy,
+        "localisation_auc": LocalisationAUC,
+        "focus": Focus,
+        "sparseness": Sparseness,
+        "complexity": Complexity,
+        "effective_complexity": EffectiveComplexity,
+        "completeness": Completeness,
+        "non_sensitivity": NonSensitivity,
+        "input_invariance": InputInvariance,
     }
     assert set(SCORES) == set(classes)
     for name, cls in classes.items():
         assert SCORES[name].higher_is_better == cls.higher_is_better, name
         assert cls.full_state_update is False
-    assert [n for n, info in SCORES.items() if info.in_evaluate_scores] == CHEAP
+    assert [n for n, info in SCORES.items() if info.in_evaluate_scores] == CHEAP + QUANTUS_CHEAP
 
 
 def test_mixed_precision_run(tiny_cnn, probe_batch):

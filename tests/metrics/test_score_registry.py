@@ -18,11 +18,20 @@ from test_hardening import assert_untouched, snapshot
 
 import lightning_saliency.metrics.functional as functional
 from lightning_saliency import SaliencyMonitor
-from lightning_saliency.methods import Gradient
+from lightning_saliency.methods import Gradient, IntegratedGradients
 from lightning_saliency.metrics import SCORES, ScoreContext, compute_scores, default_scores
 from lightning_saliency.targets import ClassTarget, MultiLabelTarget, RegressionTarget
 
 NAMES = list(SCORES)
+CHEAP_OPT_IN = {  # cheap (no forward) but not computed by default: Quantus' localisation and complexity scores
+    "top_k_intersection",
+    "relevance_rank_accuracy",
+    "localisation_auc",
+    "focus",
+    "sparseness",
+    "complexity",
+    "effective_complexity",
+}
 
 
 @pytest.fixture
@@ -42,11 +51,20 @@ def context(tiny_cnn, probe_batch) -> ScoreContext:
         input_bounds=(-2.0, 2.0),
         steps=4,
         batch_size=8,
+        quadrants=torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1]]),
     )
+
+
+def meeting(name: str, context: ScoreContext) -> ScoreContext:
+    """``context`` with a method that has raw attributions where the score needs them (the fixture's has none)."""
+    if "attributions" in SCORES[name].needs:
+        return dataclasses.replace(context, method=IntegratedGradients(steps=4))
+    return context
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_score_is_finite_per_image_deterministic_and_leaves_the_model_alone(name, context):
+    context = meeting(name, context)
     before = snapshot(context.model)
     rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     first = compute_scores(context, [name])
@@ -74,7 +92,10 @@ def test_a_context_without_what_a_score_needs_skips_it_with_the_reason(name, con
         "confidence": {"targets": RegressionTarget(0)},  # a regression output has no probability
         "classes": {"targets": MultiLabelTarget(torch.tensor([0, 1, 2, 3]))},
         "images": {"inputs": context.inputs[:, :, None], "maps": context.maps[:, :, None]},  # volumes of depth 1
+        "attributions": {"method": Gradient()},  # maps only, no raw attributions against a baseline
+        "quadrants": {"quadrants": None},
     }
+    context = meeting(name, context)
     for need in sorted(info.needs - {"input_bounds"}):
         result = compute_scores(dataclasses.replace(context, **lacking[need]), [name])
         assert name not in result, (name, need)
@@ -89,7 +110,11 @@ def test_every_entry_names_its_public_function_and_a_schedule_the_monitor_accept
     assert getattr(functional, info.function.__name__) is info.function, "the functional is public"
     assert inspect.getdoc(info.function), "and documented"
     assert info.schedule in ("every_epoch", "costly")
-    assert info.default == (info.schedule == "every_epoch"), "cheap scores by default, costly ones opt-in"
+    if name in CHEAP_OPT_IN:
+        assert info.schedule == "every_epoch", "cheap"
+        assert not info.default, "but opt-in"
+    else:
+        assert info.default == (info.schedule == "every_epoch"), "cheap scores by default, costly ones opt-in"
     assert info.description
     assert SaliencyMonitor(scores=[name]).scores == [name]
 

@@ -41,6 +41,22 @@ from lightning_saliency.metrics.functional.road import (
 from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score, randomisable_layers
 
+# isort: split
+# Quantus' localisation, complexity and axiomatic scores (qloc)
+from lightning_saliency.metrics.functional.axiomatic import (
+    completeness,
+    input_invariance,
+    non_sensitivity,
+    quantus_baseline,
+)
+from lightning_saliency.metrics.functional.complexity import complexity, effective_complexity, sparseness
+from lightning_saliency.metrics.functional.localisation import (
+    focus,
+    localisation_auc,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
+
 __all__ = [
     "DEFAULT_PERCENTAGES",
     "DEFAULT_STEPS",
@@ -73,4 +89,16 @@ __all__ = [
     "sensitivity_n",
     "slic_segments",
     "sufficiency",
+    # Quantus' localisation, complexity and axiomatic scores (qloc)
+    "completeness",
+    "complexity",
+    "effective_complexity",
+    "focus",
+    "input_invariance",
+    "localisation_auc",
+    "non_sensitivity",
+    "quantus_baseline",
+    "relevance_rank_accuracy",
+    "sparseness",
+    "top_k_intersection",
 ]
