@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._checks import int_at_least
-from lightning_saliency._chunking import is_out_of_memory, run_chunked
+from lightning_saliency._chunking import run_chunked
 from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run
 from lightning_saliency.layers import LayerSpec
@@ -117,12 +117,12 @@ class CAMERAS(LayerMethod):
     def _pass(
         self, model: nn.Module, x: Tensor, t: Target, layer: nn.Module, run: Run, size: tuple[int, int], factor: float
     ) -> GradientPass:
-        """The gradient pass at one scale; a model that refuses the resized input gets an error naming ``scales``."""
+        """The gradient pass at one scale; a model that asserts its input size gets an error naming ``scales``."""
         try:
             return run_gradient_pass(model, _rescaled(x, size), t, [layer], run, input_grads=False)
-        except (AssertionError, RuntimeError) as err:
-            if is_out_of_memory(err) or size == tuple(x.shape[-2:]):
-                raise  # run_chunked retries an out-of-memory chunk with fewer images
+        except AssertionError as err:  # timm's and torchvision's input-size checks (torch._assert)
+            if size == tuple(x.shape[-2:]):
+                raise
             scales = ", ".join(f"{s:.3g}" for s in self.scales)
             raise ValueError(
                 f"CAMERAS resizes the input by each of scales=({scales}); {type(model).__name__} failed on the "
