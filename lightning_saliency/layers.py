@@ -5,10 +5,14 @@ finishes last before the model's last adaptive (global) pooling module or, witho
 output is a feature map ``[B, K, h, w]`` (``[B, K, d, h, w]`` for volumes) larger than 1x1. On torchvision
 classifiers that is the end of the convolutional trunk: ``layer4`` on ResNets, ``features`` on VGG, MobileNet,
 EfficientNet, DenseNet and ConvNeXt; ``permute`` (the channels-first view of the last stage) on torchvision's Swin.
+On timm's: ``layer4`` (ResNet), ``stages`` (ConvNeXt; its ``norm_pre`` is an ``nn.Identity``, never the pick),
+``bn2`` (EfficientNet: ``conv_head`` -> BatchNorm -> SiLU) and ``norm`` (Swin: the channels-last ``[B, h, w, C]``
+that its head pools). Submodules of attention modules (timm's per-head ``q_norm`` and ``k_norm``, a window
+attention's ``softmax``: 4-D but no feature maps) are never considered.
 A vision transformer without global pooling (torchvision/timm ViT: its last 4-D output is the patch embedding) gets
-the LayerNorm that feeds the last self-attention (``encoder.layers.encoder_layer_{L-1}.ln_1``): after the last
-block only the class token reaches the logits, so the patch tokens of later layers have zero gradient (pytorch-
-grad-cam's recommendation).
+the LayerNorm that feeds the last self-attention (``encoder.layers.encoder_layer_{L-1}.ln_1``, timm's
+``blocks[-1].norm1``): after the last block only the class token reaches the logits, so the patch tokens of later
+layers have zero gradient (pytorch-grad-cam's recommendation).
 """
 
 from __future__ import annotations
@@ -74,8 +78,8 @@ class _Trace:
     """Modules with a 4-D output that ran more than once, and how often: never candidates."""
     output: tuple[int, ...] | None = None
     """The model's output shape (read as targets read it), ``None`` if it could not be read."""
-    passthrough: frozenset[str] = frozenset()
-    """Modules that returned their input unchanged (``nn.Identity``, timm's ``norm_pre``): never ``"auto"``'s pick."""
+    identities: frozenset[str] = frozenset()
+    """``nn.Identity`` modules (timm ConvNeXt's ``norm_pre``): their output is their input, never ``"auto"``'s pick."""
     size: tuple[int, ...] = ()
     """The input's spatial size."""
 
@@ -84,17 +88,17 @@ def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Tra
     order: dict[str, tuple[int, ...]] = {}
     runs: dict[str, int] = {}
     finished: dict[str, tuple[int, ...] | None] = {}
-    passthrough: set[str] = set()
+    identities: set[str] = set()
 
     def record(name: str) -> Any:
-        def hook(_module: nn.Module, args: Any, output: Any) -> None:
+        def hook(module: nn.Module, _args: Any, output: Any) -> None:
             runs[name] = runs.get(name, 0) + 1
             if isinstance(output, Tensor) and output.ndim == inputs.ndim:  # [B,K,h,w], or [B,K,d,h,w] for volumes
                 order.pop(name, None)
                 order[name] = tuple(output.shape)
             finished[name] = tuple(output.shape) if isinstance(output, Tensor) else None
-            if args and output is args[0]:
-                passthrough.add(name)
+            if isinstance(module, nn.Identity):
+                identities.add(name)
 
         return hook
 
@@ -116,7 +120,7 @@ def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Tra
         finished=[(name, shape) for name, shape in finished.items() if runs[name] == 1],
         repeated=[(name, runs[name]) for name in order if runs[name] > 1],
         output=output,
-        passthrough=frozenset(passthrough),
+        identities=frozenset(identities),
         size=tuple(inputs.shape[2:]),
     )
 
@@ -137,10 +141,12 @@ def _candidates(trace: _Trace) -> str:
     Feature maps larger than 1x1, and the token ``[B, T, D]`` and channels-last outputs that ``reshape="auto"``
     reads as a grid; without any, the last modules to finish with their output shapes.
     """
-    size = trace.size[-2:]
-    grids = [(n, s, grid_size(s, (size[0], size[1]))) for n, s in trace.finished if s is not None]
-    readable = [(n, s) for n, s, g in grids if g is not None and g[0] * g[1] > 1 and len(trace.size) == 2]
-    readable += [(n, s) for n, s in trace.spatial if len(trace.size) != 2 and _area(s) > 1]
+    if len(trace.size) == 2:  # images: what reshape="auto" reads as a grid of more than one location
+        size = (trace.size[0], trace.size[1])
+        grids = [(n, s, grid_size(s, size)) for n, s in trace.finished if s is not None]
+        readable = [(n, s) for n, s, g in grids if g is not None and g[0] * g[1] > 1]
+    else:  # volumes: feature maps
+        readable = [(n, s) for n, s in trace.spatial if _area(s) > 1]
     if readable:
         shown = ", ".join(f"{n!r} {s}" for n, s in readable[-12:])
         return f" Modules whose output reads as a feature map (name, output shape), first to last: {shown}."
@@ -183,8 +189,9 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
         'layer4'
     """
     found = _dry_forward(model, inputs, precision)
-    # A module that returns its input (timm ConvNeXt's `norm_pre` Identity) is named after what produced it.
-    trace = dataclasses.replace(found, spatial=[(n, s) for n, s in found.spatial if n not in found.passthrough])
+    # An Identity (timm ConvNeXt's `norm_pre`) is named after the module that produced its input. (Not any module
+    # returning its input: an in-place ReLU does, after changing it.)
+    trace = dataclasses.replace(found, spatial=[(n, s) for n, s in found.spatial if n not in found.identities])
     layers, finished = trace.spatial, trace.finished
     dense = _dense_trunk(model, trace)
     if dense is not None:

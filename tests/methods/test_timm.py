@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lightning_saliency import find_target_layer
 from lightning_saliency._reshape import grid_size
 from lightning_saliency.layers import token_prefix
-from lightning_saliency.methods import CAMERAS, GradCAM, Run, get_method
+from lightning_saliency.methods import CAMERAS, FusedCAM, GradCAM, Run, get_method
 from lightning_saliency.methods.registry import METHODS
 
 timm = pytest.importorskip("timm")
@@ -239,3 +239,34 @@ def test_attention_internals_are_never_candidates():
         GradCAM(target_layer="blocks.1.norm3")(model, inputs, torch.tensor([0]))
     assert "q_norm" not in str(err.value)
     assert "'blocks.1' (1, 17, 384)" in str(err.value)
+
+
+def test_an_identity_is_never_the_pick_an_in_place_relu_still_is():
+    inputs = images(1)
+    convnext = create("convnext_tiny", SMALL["convnext_tiny"][0])
+    assert isinstance(convnext.norm_pre, nn.Identity)
+    assert find_target_layer(convnext, inputs) == "stages"  # not `norm_pre`, the same tensor under another name
+    # An in-place ReLU also returns its input tensor, changed: the post-ReLU map stays the pick.
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert find_target_layer(net, inputs) == "1"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("resnet50", ["layer3", "layer4"]),
+        ("convnext_tiny", ["stages.2", "stages"]),
+        ("efficientnet_b0", ["blocks.4", "bn2"]),  # not the stem's bn1: `blocks` holds the stages
+        ("swin_tiny_patch4_window7_224", ["layers.2", "norm"]),  # not patch_embed
+        ("vit_small_patch16_224", ["blocks.1.norm1"]),  # one token grid: the "auto" layer alone
+    ],
+)
+def test_fused_cam_auto_layers_on_timm(name, expected):
+    model, inputs, targets = small(name)
+    assert FusedCAM().layer_names(model, inputs) == expected
+    maps = FusedCAM()(model, inputs, targets)
+    assert maps.shape == (2, 1, SIZE, SIZE)
+    assert torch.isfinite(maps).all()
+    assert bool(((maps.amax((1, 2, 3)) - maps.amin((1, 2, 3))) > 0).any())
+    if name != "vit_small_patch16_224":
+        assert FusedCAM().layer_names(create(name, REAL[name][0]), images(1)) == expected, "the real architecture"
