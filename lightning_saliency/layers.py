@@ -5,27 +5,41 @@ finishes last before the model's last adaptive (global) pooling module or, witho
 output is a feature map ``[B, K, h, w]`` (``[B, K, d, h, w]`` for volumes) larger than 1x1. On torchvision
 classifiers that is the end of the convolutional trunk: ``layer4`` on ResNets, ``features`` on VGG, MobileNet,
 EfficientNet, DenseNet and ConvNeXt; ``permute`` (the channels-first view of the last stage) on torchvision's Swin.
+On timm's: ``layer4`` (ResNet), ``stages`` (ConvNeXt; its ``norm_pre`` is an ``nn.Identity``, never the pick),
+``bn2`` (EfficientNet: ``conv_head`` -> BatchNorm -> SiLU) and ``norm`` (Swin: the channels-last ``[B, h, w, C]``
+that its head pools). Submodules of attention modules (timm's per-head ``q_norm`` and ``k_norm``, a window
+attention's ``softmax``: 4-D but no feature maps) are never considered.
 A vision transformer without global pooling (torchvision/timm ViT: its last 4-D output is the patch embedding) gets
-the LayerNorm that feeds the last self-attention (``encoder.layers.encoder_layer_{L-1}.ln_1``): after the last
-block only the class token reaches the logits, so the patch tokens of later layers have zero gradient (pytorch-
-grad-cam's recommendation).
+the LayerNorm that feeds the last self-attention (``encoder.layers.encoder_layer_{L-1}.ln_1``, timm's
+``blocks[-1].norm1``): after the last block only the class token reaches the logits, so the patch tokens of later
+layers have zero gradient (pytorch-grad-cam's recommendation).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._reshape import grid_size
 from lightning_saliency._runtime import FP32, Precision, eager, eval_mode, preserved_rng, to_output
 
-__all__ = ["LayerSpec", "capture_outputs", "find_target_layer", "resolve_target_layer", "spatial_layers"]
+__all__ = [
+    "LayerSpec",
+    "capture_outputs",
+    "find_target_layer",
+    "resolve_target_layer",
+    "spatial_layers",
+    "token_prefix",
+]
 
 LayerSpec = str | nn.Module
 """``"auto"``, a dotted module name such as ``"layer4"`` or ``"features.7"``, or the module itself."""
@@ -41,7 +55,8 @@ def spatial_layers(model: nn.Module, inputs: Tensor, precision: Precision = FP32
     Returns:
         ``[(name, output_shape), ...]``. Modules that run more than once in the forward (one activation module
         shared by several stages, as in EfficientNet-Lite's ``_swish``, or a ResNet block's ``relu``) are left
-        out: their activation is ambiguous.
+        out: their activation is ambiguous. So are the submodules of attention modules (timm's ``q_norm``, a
+        window attention's ``softmax``): their 4-D outputs are per-head ``[B, heads, T, d]``, not feature maps.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -63,24 +78,31 @@ class _Trace:
     """Modules with a 4-D output that ran more than once, and how often: never candidates."""
     output: tuple[int, ...] | None = None
     """The model's output shape (read as targets read it), ``None`` if it could not be read."""
+    identities: frozenset[str] = frozenset()
+    """``nn.Identity`` modules (timm ConvNeXt's ``norm_pre``): their output is their input, never ``"auto"``'s pick."""
+    size: tuple[int, ...] = ()
+    """The input's spatial size."""
 
 
 def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Trace:
     order: dict[str, tuple[int, ...]] = {}
     runs: dict[str, int] = {}
     finished: dict[str, tuple[int, ...] | None] = {}
+    identities: set[str] = set()
 
     def record(name: str) -> Any:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+        def hook(module: nn.Module, _args: Any, output: Any) -> None:
             runs[name] = runs.get(name, 0) + 1
             if isinstance(output, Tensor) and output.ndim == inputs.ndim:  # [B,K,h,w], or [B,K,d,h,w] for volumes
                 order.pop(name, None)
                 order[name] = tuple(output.shape)
             finished[name] = tuple(output.shape) if isinstance(output, Tensor) else None
+            if isinstance(module, nn.Identity):
+                identities.add(name)
 
         return hook
 
-    named = [(name, module) for name, module in model.named_modules() if name]
+    named = [(name, module) for name, module in model.named_modules() if name and not _inside_attention(model, name)]
     handles = [module.register_forward_hook(record(name)) for name, module in named]
     try:
         # Eval mode: a train-mode dry forward would update BatchNorm statistics (and fail on a 1x1 map with B=1).
@@ -98,7 +120,38 @@ def _dry_forward(model: nn.Module, inputs: Tensor, precision: Precision) -> _Tra
         finished=[(name, shape) for name, shape in finished.items() if runs[name] == 1],
         repeated=[(name, runs[name]) for name in order if runs[name] > 1],
         output=output,
+        identities=frozenset(identities),
+        size=tuple(inputs.shape[2:]),
     )
+
+
+def _inside_attention(model: nn.Module, name: str) -> bool:
+    """Whether ``name`` is a submodule of an attention module (its outputs are per-head, not feature maps)."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        parent = model.get_submodule(".".join(parts[:i]))
+        if _is_attention(parent) or "attention" in type(parent).__name__.lower():  # timm's AttentionPoolLatent too
+            return True
+    return False
+
+
+def _candidates(trace: _Trace) -> str:
+    """The modules a CAM could read, with their output shapes, for error messages.
+
+    Feature maps larger than 1x1, and the token ``[B, T, D]`` and channels-last outputs that ``reshape="auto"``
+    reads as a grid; without any, the last modules to finish with their output shapes.
+    """
+    if len(trace.size) == 2:  # images: what reshape="auto" reads as a grid of more than one location
+        size = (trace.size[0], trace.size[1])
+        grids = [(n, s, grid_size(s, size)) for n, s in trace.finished if s is not None]
+        readable = [(n, s) for n, s, g in grids if g is not None and g[0] * g[1] > 1]
+    else:  # volumes: feature maps
+        readable = [(n, s) for n, s in trace.spatial if _area(s) > 1]
+    if readable:
+        shown = ", ".join(f"{n!r} {s}" for n, s in readable[-12:])
+        return f" Modules whose output reads as a feature map (name, output shape), first to last: {shown}."
+    last = ", ".join(f"{n!r} {s}" for n, s in trace.finished[-6:] if s is not None)
+    return f" No module's output reads as a feature map; the last to finish: {last or 'none'}."
 
 
 def _excluded(trace: _Trace) -> str:
@@ -135,7 +188,10 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
         >>> find_target_layer(resnet18(), torch.zeros(1, 3, 64, 64))
         'layer4'
     """
-    trace = _dry_forward(model, inputs, precision)
+    found = _dry_forward(model, inputs, precision)
+    # An Identity (timm ConvNeXt's `norm_pre`) is named after the module that produced its input. (Not any module
+    # returning its input: an in-place ReLU does, after changing it.)
+    trace = dataclasses.replace(found, spatial=[(n, s) for n, s in found.spatial if n not in found.identities])
     layers, finished = trace.spatial, trace.finished
     dense = _dense_trunk(model, trace)
     if dense is not None:
@@ -156,8 +212,8 @@ def find_target_layer(model: nn.Module, inputs: Tensor, precision: Precision = F
         raise ValueError(
             f"target_layer='auto' found no module of {type(model).__name__} with a 4-D [B, K, h, w] output for an "
             f"input of shape {tuple(inputs.shape[1:])} that runs once per forward. CAM methods (gradcam, gradcam++, "
-            "...) need a spatial feature map; name a layer, or use the 'gradient' family of methods for this model."
-            + _excluded(trace)
+            "...) need a spatial feature map; name a layer (with reshape='auto' for token or channels-last outputs), "
+            "or use the 'gradient' family of methods for this model." + _candidates(trace) + _excluded(trace)
         )
     larger = [(n, s) for n, s in candidates if _area(s) > 1]
     return (larger or candidates)[-1][0]
@@ -176,7 +232,7 @@ def resolve_target_layer(
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:
-                return name, module
+                return _noted(model, name, module)
         raise ValueError(
             f"target_layer={type(layer).__name__} module is not a submodule of {type(model).__name__}. Pass a "
             "module taken from the model being trained (e.g. `model.layer4`) or its dotted name."
@@ -185,18 +241,52 @@ def resolve_target_layer(
         raise TypeError(f"target_layer must be 'auto', a dotted module name or an nn.Module, got {layer!r}.")
     if layer == "auto":
         name = find_target_layer(model, inputs, precision)
-        return name, model.get_submodule(name)
+        return _noted(model, name, model.get_submodule(name))
     modules = dict(model.named_modules())
     if layer in modules and layer:
-        return layer, modules[layer]
+        return _noted(model, layer, modules[layer])
     trace = _dry_forward(model, inputs, precision)
-    spatial = [n for n, s in trace.spatial if _area(s) > 1]
     close = difflib.get_close_matches(layer, list(modules), n=5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
-        f"target_layer={layer!r} is not a module of {type(model).__name__}.{hint} Layers with a spatial output, "
-        f"first to last: {', '.join(spatial[-12:]) or 'none'}.{_excluded(trace)}"
+        f"target_layer={layer!r} is not a module of {type(model).__name__}.{hint}{_candidates(trace)}{_excluded(trace)}"
     )
+
+
+_PREFIX_TOKENS: WeakKeyDictionary[nn.Module, int] = WeakKeyDictionary()
+"""Resolved target layer -> the prefix-token count its model declares (filled by :func:`resolve_target_layer`)."""
+
+
+def _noted(model: nn.Module, name: str, module: nn.Module) -> tuple[str, nn.Module]:
+    """``(name, module)``, remembering the ``num_prefix_tokens`` of the innermost module holding it that has one."""
+    parts = name.split(".") if name else []
+    for i in range(len(parts), -1, -1):  # the layer itself, its parents, ..., the model
+        count = getattr(model.get_submodule(".".join(parts[:i])), "num_prefix_tokens", None)
+        if isinstance(count, int) and not isinstance(count, bool):
+            _PREFIX_TOKENS[module] = count
+            break
+    return name, module
+
+
+def token_prefix(layer: nn.Module) -> int | None:
+    """How many prefix tokens precede the patch tokens in ``layer``'s output, as its model declares it.
+
+    timm's vision transformers declare ``num_prefix_tokens`` (class, distillation and register tokens); that count
+    is used by ``reshape="auto"`` before inferring one from the token count. ``None`` for a layer whose model
+    declares none, or one :func:`resolve_target_layer` has not resolved.
+
+    Example:
+        >>> class Tokens(nn.Module):
+        ...     num_prefix_tokens = 5  # a class token and 4 registers
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.norm = nn.LayerNorm(8)
+        >>> model = Tokens()
+        >>> _ = resolve_target_layer(model, "norm", torch.zeros(1, 3, 8, 8))
+        >>> token_prefix(model.norm)
+        5
+    """
+    return _PREFIX_TOKENS.get(layer)
 
 
 def _dense_trunk(model: nn.Module, trace: _Trace) -> str | None:

@@ -46,7 +46,7 @@ from lightning_saliency._runtime import (
 )
 from lightning_saliency._shapes import interpolation, per_sample
 from lightning_saliency.exceptions import SaliencyWarning
-from lightning_saliency.layers import LayerSpec, capture_outputs, checked_output, resolve_target_layer
+from lightning_saliency.layers import LayerSpec, capture_outputs, checked_output, resolve_target_layer, token_prefix
 from lightning_saliency.targets import Target, TargetLike, as_target, resolved
 
 __all__ = [
@@ -354,9 +354,13 @@ class LayerMethod(SaliencyMethod):
         """The dotted name of :meth:`layer` (handy to check what ``"auto"`` chose)."""
         return self._layers.get(model, inputs, run or Run())[0]
 
+    def reshaped(self, tensor: Tensor, layer: nn.Module, size: tuple[int, int]) -> Tensor:
+        """A layer's activation (or its gradient) through ``reshape``, for inputs of ``size`` (not checked)."""
+        return apply_reshape(self.reshape, tensor, size, token_prefix(layer))
+
     def feature_map(self, tensor: Tensor, layer: nn.Module, size: tuple[int, int]) -> Tensor:
         """A layer's activation (or its gradient) as ``[B, K, h, w]`` through ``reshape``, for inputs of ``size``."""
-        out = apply_reshape(self.reshape, tensor, size)
+        out = self.reshaped(tensor, layer, size)
         _check_feature_map(out, layer)
         return out
 
@@ -414,7 +418,7 @@ class ActivationMethod(GradientMethod, LayerMethod):
         size = (p.inputs.shape[-2], p.inputs.shape[-1])  # what a token layer's grid is inferred from
         acts = self.feature_map(p.activations[layer], layer, size)
         grads = p.layer_grads.get(layer)
-        return acts, None if grads is None else apply_reshape(self.reshape, grads, size)
+        return acts, None if grads is None else self.reshaped(grads, layer, size)
 
 
 class CAMMethod(ActivationMethod):

@@ -17,10 +17,10 @@ from torch import Tensor, nn
 
 from lightning_saliency._checks import int_at_least
 from lightning_saliency._chunking import run_chunked
-from lightning_saliency._reshape import Reshape, apply_reshape
+from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run
 from lightning_saliency.layers import LayerSpec
-from lightning_saliency.methods.base import LayerMethod, run_gradient_pass
+from lightning_saliency.methods.base import GradientPass, LayerMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
 from lightning_saliency.targets import ClassTarget, Target
 
@@ -114,6 +114,23 @@ class CAMERAS(LayerMethod):
         )  # on out-of-memory a chunk is retried with half the images
         return torch.cat(maps)  # [B,1,H,W]
 
+    def _pass(
+        self, model: nn.Module, x: Tensor, t: Target, layer: nn.Module, run: Run, size: tuple[int, int], factor: float
+    ) -> GradientPass:
+        """The gradient pass at one scale; a model that asserts its input size gets an error naming ``scales``."""
+        try:
+            return run_gradient_pass(model, _rescaled(x, size), t, [layer], run, input_grads=False)
+        except AssertionError as err:  # timm's and torchvision's input-size checks (torch._assert)
+            if size == tuple(x.shape[-2:]):
+                raise
+            scales = ", ".join(f"{s:.3g}" for s in self.scales)
+            raise ValueError(
+                f"CAMERAS resizes the input by each of scales=({scales}); {type(model).__name__} failed on the "
+                f"input resized by {factor:g} to {tuple(size)}: {err} Pass scales whose sizes the model accepts "
+                "(scales=(1.0,) for a model with a fixed input size), or build it for any size (timm's vision "
+                "transformers: dynamic_img_size=True, dynamic_img_pad=True)."
+            ) from err
+
     def _chunk(self, model: nn.Module, x: Tensor, t: Target, layer: nn.Module, run: Run) -> Tensor:
         h, w = x.shape[-2:]
         acts: list[Tensor] = []
@@ -121,9 +138,9 @@ class CAMERAS(LayerMethod):
         agree: list[Tensor] = []
         for factor in self.scales:
             size = (max(1, round(h * factor)), max(1, round(w * factor)))
-            p = run_gradient_pass(model, _rescaled(x, size), t, [layer], run, input_grads=False)
+            p = self._pass(model, x, t, layer, run, size, factor)
             acts.append(self.feature_map(p.activations[layer], layer, size))  # [b,K,h_s,w_s] fp32
-            grads.append(apply_reshape(self.reshape, p.layer_grads[layer], size))  # [b,K,h_s,w_s] fp32
+            grads.append(self.reshaped(p.layer_grads[layer], layer, size))  # [b,K,h_s,w_s] fp32
             agree.append(_predicts(p.logits, t))  # [b]
             del p
         counted = torch.stack(agree).float()  # [S,b]

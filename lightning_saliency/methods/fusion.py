@@ -31,6 +31,18 @@ _NOT_A_STAGE = (
 )
 
 
+def _holds_stages(module: nn.Module) -> bool:
+    """A plain ``nn.Sequential``/``nn.ModuleList`` whose every child has children: stages, not one block's layers.
+
+    Exact types: torchvision DenseNet's ``_Transition`` subclasses ``nn.Sequential``; a ConvNeXt downsampling
+    ``nn.Sequential(LayerNorm2d, Conv2d)`` holds layers.
+    """
+    children = list(module.children())
+    return type(module) in (nn.Sequential, nn.ModuleList) and all(
+        next(c.children(), None) is not None for c in children
+    )
+
+
 def auto_fusion_layers(model: nn.Module, inputs: Tensor, run: Run | None = None) -> list[str]:
     """The layers ``layers="auto"`` fuses: the previous stage and the ``"auto"`` layer (``layer3``, ``layer4``).
 
@@ -67,11 +79,15 @@ def auto_fusion_layers(model: nn.Module, inputs: Tensor, run: Run | None = None)
         return [".".join(parts[:i]) for i in range(1, len(parts))]
 
     finer = [n for n, _ in earlier if is_finer(n) and not isinstance(model.get_submodule(n), _NOT_A_STAGE)]
+
     # Not inside a block that itself ends at the coarser grid (its expansion conv, say): that is no stage output.
-    # (When that leaves nothing, as on Swin whose `features` container ends before the `"auto"` layer, keep all.)
-    outside = [
-        n for n in finer if all(is_finer(a) for a in ancestors(n) if a in shapes and a not in (last, *ancestors(last)))
-    ]
+    # A plain container of stages is no block (timm's `blocks` on EfficientNet, `layers` on Swin, next to the "auto"
+    # layer). (When that leaves nothing, as on Swin whose `features` container ends before the `"auto"` layer, keep
+    # all.)
+    def is_block(name: str) -> bool:
+        return name in shapes and name not in (last, *ancestors(last)) and not _holds_stages(model.get_submodule(name))
+
+    outside = [n for n in finer if all(is_finer(a) for a in ancestors(n) if is_block(a))]
     finer = outside or finer
     return [finer[-1], last] if finer else [last]
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lightning_saliency._checks import int_at_least
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
-from lightning_saliency._reshape import Reshape, apply_reshape
+from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run
 from lightning_saliency._shapes import interpolation, per_sample, spatial
 from lightning_saliency.layers import LayerSpec, capture_outputs
@@ -127,7 +127,7 @@ class ScoreCAM(LayerMethod):
         if self.top_k is not None:
             p = run_gradient_pass(model, inputs, targets, [layer], run, input_grads=False)
             acts = self.feature_map(p.activations[layer], layer, size)  # [B,K,h,w] fp32
-            grads = apply_reshape(self.reshape, p.layer_grads[layer], size)
+            grads = self.reshaped(p.layer_grads[layer], layer, size)
             criterion = grads.mean(spatial(grads))  # [B,K] Grad-CAM weights
             del p
         else:

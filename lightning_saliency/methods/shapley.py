@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lightning_saliency._reshape import Reshape, apply_reshape
+from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods.base import graph_from
@@ -104,8 +104,8 @@ class ShapleyCAM(OwnPassCAM):
         if grad.requires_grad:  # else the score is linear in the activations: no curvature
             (hvp,) = torch.autograd.grad(grad, act, grad_outputs=act.detach(), allow_unused=True)
         acts = self.feature_map(act.detach().float(), layer, size)  # [B,K,h,w]
-        g = apply_reshape(self.reshape, grad.detach().float(), size)
+        g = self.reshaped(grad.detach().float(), layer, size)
         if hvp is not None:
-            g = g - 0.5 * apply_reshape(self.reshape, hvp.float(), size)
+            g = g - 0.5 * self.reshaped(hvp.float(), layer, size)
         weights = g.mean(tuple(range(2, g.ndim)))  # [B,K] spatial means
         return weights.view(*weights.shape, *([1] * (acts.ndim - 2))) * acts
