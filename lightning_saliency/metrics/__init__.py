@@ -46,6 +46,25 @@ from lightning_saliency.metrics.robustness import Infidelity, SensitivityMax
 from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
 from lightning_saliency.metrics.stability import MapStability
 
+# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
+from lightning_saliency.metrics.faithfulness import (  # noqa: E402
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
+    Monotonicity,
+    MonotonicityCorrelation,
+    PixelFlipping,
+)
+from lightning_saliency.metrics.functional import (  # noqa: E402
+    faithfulness_correlation,
+    faithfulness_correlation_subsets,
+    faithfulness_estimate,
+    monotonicity,
+    monotonicity_correlation,
+    pearson,
+    pixel_flipping,
+    pixel_flipping_curve,
+)
+
 __all__ = [
     "SCORES",
     "AverageDrop",
@@ -88,4 +107,18 @@ __all__ = [
     "saliency_attack_score",
     "sensitivity_max",
     "spearman",
+    # faithfulness (Quantus)
+    "FaithfulnessCorrelation",
+    "FaithfulnessEstimate",
+    "Monotonicity",
+    "MonotonicityCorrelation",
+    "PixelFlipping",
+    "faithfulness_correlation",
+    "faithfulness_correlation_subsets",
+    "faithfulness_estimate",
+    "monotonicity",
+    "monotonicity_correlation",
+    "pearson",
+    "pixel_flipping",
+    "pixel_flipping_curve",
 ]

@@ -31,6 +31,19 @@ from lightning_saliency.metrics.functional.road import (
 from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score, randomisable_layers
 
+# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
+from lightning_saliency.metrics.functional.faithfulness import (  # noqa: E402
+    PerturbBaseline,
+    faithfulness_correlation,
+    faithfulness_correlation_subsets,
+    faithfulness_estimate,
+    monotonicity,
+    monotonicity_correlation,
+    pearson,
+    pixel_flipping,
+    pixel_flipping_curve,
+)
+
 __all__ = [
     "DEFAULT_PERCENTAGES",
     "DEFAULT_STEPS",
@@ -56,4 +69,14 @@ __all__ = [
     "saliency_attack_score",
     "sensitivity_max",
     "spearman",
+    # faithfulness (Quantus)
+    "PerturbBaseline",
+    "faithfulness_correlation",
+    "faithfulness_correlation_subsets",
+    "faithfulness_estimate",
+    "monotonicity",
+    "monotonicity_correlation",
+    "pearson",
+    "pixel_flipping",
+    "pixel_flipping_curve",
 ]
