@@ -7,11 +7,22 @@ means, when it runs and what it needs; :func:`compute_scores` dispatches from it
 computes every cheap per-method score of a batch in one call.
 """
 
+# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
+from lightning_saliency.metrics.faithfulness import (
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
+    Monotonicity,
+    MonotonicityCorrelation,
+    PixelFlipping,
+)
 from lightning_saliency.metrics.functional import (
     average_drop,
     curve_auc,
     deletion_curve,
     energy_pointing_game,
+    faithfulness_correlation,
+    faithfulness_correlation_subsets,
+    faithfulness_estimate,
     increase_in_confidence,
     infidelity,
     insertion_curve,
@@ -19,8 +30,13 @@ from lightning_saliency.metrics.functional import (
     map_stability,
     masked_attack_norm,
     model_randomisation_score,
+    monotonicity,
+    monotonicity_correlation,
     noisy_linear_imputation,
+    pearson,
     perturbation_baseline,
+    pixel_flipping,
+    pixel_flipping_curve,
     pointing_game,
     randomisable_layers,
     region_masks,
@@ -45,25 +61,6 @@ from lightning_saliency.metrics.road import ROADCombined
 from lightning_saliency.metrics.robustness import Infidelity, SensitivityMax
 from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
 from lightning_saliency.metrics.stability import MapStability
-
-# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
-from lightning_saliency.metrics.faithfulness import (  # noqa: E402
-    FaithfulnessCorrelation,
-    FaithfulnessEstimate,
-    Monotonicity,
-    MonotonicityCorrelation,
-    PixelFlipping,
-)
-from lightning_saliency.metrics.functional import (  # noqa: E402
-    faithfulness_correlation,
-    faithfulness_correlation_subsets,
-    faithfulness_estimate,
-    monotonicity,
-    monotonicity_correlation,
-    pearson,
-    pixel_flipping,
-    pixel_flipping_curve,
-)
 
 __all__ = [
     "SCORES",

@@ -1,6 +1,8 @@
-"""Quantus' faithfulness metrics (modular): Faithfulness Correlation and Estimate, Monotonicity (Arya, Nguyen),
-Pixel-Flipping, each the mean of its per-image functional in
-:mod:`lightning_saliency.metrics.functional.faithfulness` (defaults: Quantus 0.6's)."""
+"""Quantus' faithfulness metrics (modular), each the mean of its per-image functional.
+
+Faithfulness Correlation and Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping; the functionals, with Quantus
+0.6's defaults, are in :mod:`lightning_saliency.metrics.functional.faithfulness`.
+"""
 
 from __future__ import annotations
 
@@ -128,7 +130,7 @@ class MonotonicityCorrelation(_FaithfulnessMean):
 
 
 class PixelFlipping(_FaithfulnessMean):
-    """Mean area under the Pixel-Flipping curve (``quantus.PixelFlipping(return_auc_per_sample=True)``): lower is better.
+    """Mean area under the Pixel-Flipping curve (Quantus' ``return_auc_per_sample=True``): lower is better.
 
     See :func:`~lightning_saliency.metrics.functional.pixel_flipping` (``np.trapz`` with ``dx=1``: it grows with
     the steps).
@@ -147,7 +149,14 @@ class PixelFlipping(_FaithfulnessMean):
 
 
 _METRIC_KWARGS = frozenset(
-    {"compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn", "distributed_available_fn", "sync_on_compute",
-     "compute_with_cache"}
-)  # fmt: skip
+    {
+        "compute_on_cpu",
+        "dist_sync_on_step",
+        "process_group",
+        "dist_sync_fn",
+        "distributed_available_fn",
+        "sync_on_compute",
+        "compute_with_cache",
+    }
+)
 """Keyword arguments of :class:`torchmetrics.Metric` (the others are the functional's options)."""

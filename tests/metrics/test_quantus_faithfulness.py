@@ -96,15 +96,28 @@ PEARSON = {"similarity_func": quantus.similarity_func.correlation_pearson}
     ("ours", "theirs", "call"),
     [
         ({}, {}, {}),  # the defaults: 100 runs of 224 features, black, logits
-        ({"perturb_baseline": "white", "absolute": True, "softmax": True}, {"perturb_baseline": "white", "abs": True},
-         {"softmax": True}),
-        ({"perturb_baseline": 0.25, "similarity": "spearman"}, {"perturb_baseline": 0.25, "normalise": False, **SPEARMAN},
-         {}),
-        ({"perturb_baseline": "uniform", "subset_size": 100, "nr_runs": 30, "uniform_range": (-1.0, 2.0)},
-         {"perturb_baseline": "uniform", "subset_size": 100, "nr_runs": 30,
-          "perturb_func_kwargs": {"uniform_low": -1.0, "uniform_high": 2.0}}, {}),
+        (
+            {"perturb_baseline": "white", "absolute": True, "softmax": True},
+            {"perturb_baseline": "white", "abs": True},
+            {"softmax": True},
+        ),
+        (
+            {"perturb_baseline": 0.25, "similarity": "spearman"},
+            {"perturb_baseline": 0.25, "normalise": False, **SPEARMAN},
+            {},
+        ),
+        (
+            {"perturb_baseline": "uniform", "subset_size": 100, "nr_runs": 30, "uniform_range": (-1.0, 2.0)},
+            {
+                "perturb_baseline": "uniform",
+                "subset_size": 100,
+                "nr_runs": 30,
+                "perturb_func_kwargs": {"uniform_low": -1.0, "uniform_high": 2.0},
+            },
+            {},
+        ),
     ],
-)  # fmt: skip
+)
 def test_faithfulness_correlation_equals_quantus(setup, draws, ours, theirs, call):
     model, x, y, a = setup
     runs, size = ours.get("nr_runs", 100), ours.get("subset_size", 224)
@@ -112,8 +125,9 @@ def test_faithfulness_correlation_equals_quantus(setup, draws, ours, theirs, cal
     draws.choice = [s.numpy() for s in F.faithfulness_correlation_subsets(FEATURES, size, runs) for _ in range(B)]
     if ours.get("perturb_baseline") == "uniform":
         draws.uniform = _ours_uniform(x, runs, -1.0, 2.0, perms=runs)
-    want = _quantus(quantus.FaithfulnessCorrelation(disable_warnings=True, return_aggregate=False, **theirs), setup,
-                    **call)  # fmt: skip
+    want = _quantus(
+        quantus.FaithfulnessCorrelation(disable_warnings=True, return_aggregate=False, **theirs), setup, **call
+    )
     _close(got, want)
     assert not draws.choice, "Quantus drew as many subsets as we did"
     assert draws.bounds <= {(-1.0, 2.0)}
@@ -125,12 +139,18 @@ def test_faithfulness_correlation_equals_quantus(setup, draws, ours, theirs, cal
     [
         ({}, {}, {}),  # the defaults: one feature per step (768 steps), black, logits, Pearson
         # (numpy's float32 mean and torch's differ in the last bit; 64 features per step keep the deltas well above it)
-        ({"features_in_step": 64, "perturb_baseline": "mean", "absolute": True, "softmax": True},
-         {"features_in_step": 64, "perturb_baseline": "mean", "abs": True}, {"softmax": True}),
-        ({"features_in_step": 16, "perturb_baseline": "uniform", "similarity": "spearman"},
-         {"features_in_step": 16, "perturb_baseline": "uniform", **SPEARMAN}, {}),
+        (
+            {"features_in_step": 64, "perturb_baseline": "mean", "absolute": True, "softmax": True},
+            {"features_in_step": 64, "perturb_baseline": "mean", "abs": True},
+            {"softmax": True},
+        ),
+        (
+            {"features_in_step": 16, "perturb_baseline": "uniform", "similarity": "spearman"},
+            {"features_in_step": 16, "perturb_baseline": "uniform", **SPEARMAN},
+            {},
+        ),
     ],
-)  # fmt: skip
+)
 def test_faithfulness_estimate_equals_quantus(setup, draws, ours, theirs, call):
     model, x, y, a = setup
     got = F.faithfulness_estimate(model, x, y, a, **ours)
@@ -146,12 +166,18 @@ def test_faithfulness_estimate_equals_quantus(setup, draws, ours, theirs, call):
     [
         ({}, {}, {}),  # the defaults: one feature per step, black, probabilities
         ({"features_in_step": 8, "perturb_baseline": "mean"}, {"features_in_step": 8, "perturb_baseline": "mean"}, {}),
-        ({"features_in_step": 16, "perturb_baseline": "uniform", "absolute": True, "softmax": False},
-         {"features_in_step": 16, "perturb_baseline": "uniform", "abs": True}, {"softmax": False}),
-        ({"features_in_step": 64, "perturb_baseline": "white"}, {"features_in_step": 64, "perturb_baseline": "white"},
-         {}),
+        (
+            {"features_in_step": 16, "perturb_baseline": "uniform", "absolute": True, "softmax": False},
+            {"features_in_step": 16, "perturb_baseline": "uniform", "abs": True},
+            {"softmax": False},
+        ),
+        (
+            {"features_in_step": 64, "perturb_baseline": "white"},
+            {"features_in_step": 64, "perturb_baseline": "white"},
+            {},
+        ),
     ],
-)  # fmt: skip
+)
 def test_pixel_flipping_curves_and_auc_equal_quantus(setup, draws, ours, theirs, call):
     model, x, y, a = setup
     steps = FEATURES // ours.get("features_in_step", 1)
@@ -170,15 +196,30 @@ def test_pixel_flipping_curves_and_auc_equal_quantus(setup, draws, ours, theirs,
     ("ours", "theirs", "call"),
     [
         ({"features_in_step": 16, "nr_samples": 3}, {"features_in_step": 16, "nr_samples": 3}, {}),  # uniform, Spearman
-        ({"features_in_step": 8, "nr_samples": 1, "perturb_baseline": "black", "similarity": "pearson",
-          "absolute": False, "softmax": False},
-         {"features_in_step": 8, "nr_samples": 1, "perturb_baseline": "black", "abs": False, **PEARSON},
-         {"softmax": False}),
-        ({"features_in_step": 32, "nr_samples": 5, "uniform_range": (0.2, 0.4), "eps": 0.01},
-         {"features_in_step": 32, "nr_samples": 5, "eps": 0.01,
-          "perturb_func_kwargs": {"uniform_low": 0.2, "uniform_high": 0.4}}, {}),
+        (
+            {
+                "features_in_step": 8,
+                "nr_samples": 1,
+                "perturb_baseline": "black",
+                "similarity": "pearson",
+                "absolute": False,
+                "softmax": False,
+            },
+            {"features_in_step": 8, "nr_samples": 1, "perturb_baseline": "black", "abs": False, **PEARSON},
+            {"softmax": False},
+        ),
+        (
+            {"features_in_step": 32, "nr_samples": 5, "uniform_range": (0.2, 0.4), "eps": 0.01},
+            {
+                "features_in_step": 32,
+                "nr_samples": 5,
+                "eps": 0.01,
+                "perturb_func_kwargs": {"uniform_low": 0.2, "uniform_high": 0.4},
+            },
+            {},
+        ),
     ],
-)  # fmt: skip
+)
 def test_monotonicity_correlation_equals_quantus(setup, draws, ours, theirs, call):
     model, x, y, a = setup
     got = F.monotonicity_correlation(model, x, y, a, **ours)
@@ -208,14 +249,23 @@ def _inserting(x: torch.Tensor):
     ("ours", "theirs", "call"),
     [
         ({"features_in_step": 64}, {"features_in_step": 64}, {}),  # black, abs, probabilities
-        ({"features_in_step": 256, "perturb_baseline": "mean", "softmax": False},
-         {"features_in_step": 256, "perturb_baseline": "mean"}, {"softmax": False}),
-        ({"features_in_step": 128, "perturb_baseline": 0.5, "absolute": False},
-         {"features_in_step": 128, "perturb_baseline": 0.5, "abs": False}, {}),
-        ({"features_in_step": 64, "perturb_baseline": "uniform"}, {"features_in_step": 64, "perturb_baseline": "uniform"},
-         {}),
+        (
+            {"features_in_step": 256, "perturb_baseline": "mean", "softmax": False},
+            {"features_in_step": 256, "perturb_baseline": "mean"},
+            {"softmax": False},
+        ),
+        (
+            {"features_in_step": 128, "perturb_baseline": 0.5, "absolute": False},
+            {"features_in_step": 128, "perturb_baseline": 0.5, "abs": False},
+            {},
+        ),
+        (
+            {"features_in_step": 64, "perturb_baseline": "uniform"},
+            {"features_in_step": 64, "perturb_baseline": "uniform"},
+            {},
+        ),
     ],
-)  # fmt: skip
+)
 def test_monotonicity_equals_quantus_with_features_inserted(setup, draws, ours, theirs, call):
     model, x, y, a = setup
     got = F.monotonicity(model, x, y, a, **ours)
@@ -261,7 +311,7 @@ def test_scores_do_not_depend_on_the_batch_or_the_chunks(setup):
 
 
 def test_targets_other_than_classes(setup):
-    model, x, y, a = setup
+    model, x, _, a = setup
     k = torch.full((B,), 2)
     # A regression target on column 2 reads the same number as class 2's logit (softmax=False).
     torch.testing.assert_close(
@@ -305,9 +355,17 @@ def test_metric_classes_average_the_functionals(setup):
     [
         (F.faithfulness_correlation, {"subset_size": 768}, r"subset_size must be an int in \[1, 767\].*got 768"),
         (F.faithfulness_correlation, {"nr_runs": 0}, "nr_runs must be an int >= 1, got 0"),
-        (F.faithfulness_correlation, {"similarity": "kendall"}, "similarity must be 'pearson' or 'spearman', got 'kendall'"),
+        (
+            F.faithfulness_correlation,
+            {"similarity": "kendall"},
+            "similarity must be 'pearson' or 'spearman', got 'kendall'",
+        ),
         (F.faithfulness_estimate, {"features_in_step": 0}, "features_in_step must be an int >= 1, got 0"),
-        (F.faithfulness_estimate, {"perturb_baseline": "random"}, "perturb_baseline must be one of .*'uniform' or a number, got 'random'"),
+        (
+            F.faithfulness_estimate,
+            {"perturb_baseline": "random"},
+            "perturb_baseline must be one of .*'uniform' or a number, got 'random'",
+        ),
         (F.pixel_flipping, {"perturb_baseline": float("nan")}, "perturb_baseline must be a finite number, got nan"),
         (F.pixel_flipping, {"uniform_range": (1.0, 0.0)}, r"uniform_range must have low <= high, got \(1.0, 0.0\)"),
         (F.pixel_flipping, {"absolute": 1}, "abs must be a bool, got 1"),
@@ -317,7 +375,7 @@ def test_metric_classes_average_the_functionals(setup):
         (F.monotonicity_correlation, {"nr_samples": 1.5}, "nr_samples must be an int >= 1, got 1.5"),
         (F.monotonicity_correlation, {"seed": "0"}, "seed must be an int, got '0'"),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_are_named(setup, fn, kwargs, message):
     model, x, y, a = setup
     with pytest.raises(ValueError, match=message):
@@ -326,7 +384,9 @@ def test_bad_arguments_are_named(setup, fn, kwargs, message):
 
 def test_bad_attributions_are_named(setup):
     model, x, y, a = setup
-    with pytest.raises(ValueError, match=r"attributions must be a Tensor \[B, 1 or C, H, W\].*got shape \(4, 2, 16, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"attributions must be a Tensor \[B, 1 or C, H, W\].*got shape \(4, 2, 16, 16\)"
+    ):
         F.pixel_flipping(model, x, y, torch.rand(B, 2, SIZE, SIZE))
     with pytest.raises(ValueError, match="attributions must be finite"):
         F.pixel_flipping(model, x, y, torch.full((B, 1, SIZE, SIZE), float("nan")))

@@ -6,6 +6,19 @@ the paper's score is their mean, which the :mod:`lightning_saliency.metrics` cla
 
 from lightning_saliency.metrics.functional.attack import masked_attack_norm, saliency_attack_score
 from lightning_saliency.metrics.functional.correlation import map_stability, spearman
+
+# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
+from lightning_saliency.metrics.functional.faithfulness import (
+    PerturbBaseline,
+    faithfulness_correlation,
+    faithfulness_correlation_subsets,
+    faithfulness_estimate,
+    monotonicity,
+    monotonicity_correlation,
+    pearson,
+    pixel_flipping,
+    pixel_flipping_curve,
+)
 from lightning_saliency.metrics.functional.localisation import (
     energy_pointing_game,
     localisation_iou,
@@ -30,19 +43,6 @@ from lightning_saliency.metrics.functional.road import (
 )
 from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score, randomisable_layers
-
-# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
-from lightning_saliency.metrics.functional.faithfulness import (  # noqa: E402
-    PerturbBaseline,
-    faithfulness_correlation,
-    faithfulness_correlation_subsets,
-    faithfulness_estimate,
-    monotonicity,
-    monotonicity_correlation,
-    pearson,
-    pixel_flipping,
-    pixel_flipping_curve,
-)
 
 __all__ = [
     "DEFAULT_PERCENTAGES",

@@ -153,7 +153,7 @@ def _fill(
     elif baseline == "mean":
         value = flat.float().mean(1)
     else:
-        value = torch.full((b,), float(baseline), device=flat.device)  # type: ignore[arg-type]
+        value = torch.full((b,), float(baseline), device=flat.device)
     return value[:, None].expand(b, calls)  # [B,calls]
 
 
@@ -298,9 +298,17 @@ def faithfulness_correlation(
         tensor([1., 1.])
     """
     target, x, a, run = _prepare(
-        model, inputs, targets, attributions, absolute=absolute, softmax=softmax, batch_size=batch_size,
-        perturb_baseline=perturb_baseline, uniform_range=uniform_range, run=run,
-    )  # fmt: skip
+        model,
+        inputs,
+        targets,
+        attributions,
+        absolute=absolute,
+        softmax=softmax,
+        batch_size=batch_size,
+        perturb_baseline=perturb_baseline,
+        uniform_range=uniform_range,
+        run=run,
+    )
     b, f = a.shape
     int_at_least(nr_runs, 1, "nr_runs")
     if isinstance(subset_size, bool) or not isinstance(subset_size, int) or not 1 <= subset_size < f:
@@ -376,9 +384,17 @@ def faithfulness_estimate(
         tensor([1., 1.])
     """
     target, x, a, run = _prepare(
-        model, inputs, targets, attributions, absolute=absolute, softmax=softmax, batch_size=batch_size,
-        perturb_baseline=perturb_baseline, uniform_range=uniform_range, run=run,
-    )  # fmt: skip
+        model,
+        inputs,
+        targets,
+        attributions,
+        absolute=absolute,
+        softmax=softmax,
+        batch_size=batch_size,
+        perturb_baseline=perturb_baseline,
+        uniform_range=uniform_range,
+        run=run,
+    )
     int_at_least(features_in_step, 1, "features_in_step")
     correlate = _similarity(similarity)
     b = x.shape[0]
@@ -449,9 +465,17 @@ def monotonicity(
         tensor([1.])
     """
     target, x, a, run = _prepare(
-        model, inputs, targets, attributions, absolute=absolute, softmax=softmax, batch_size=batch_size,
-        perturb_baseline=perturb_baseline, uniform_range=uniform_range, run=run,
-    )  # fmt: skip
+        model,
+        inputs,
+        targets,
+        attributions,
+        absolute=absolute,
+        softmax=softmax,
+        batch_size=batch_size,
+        perturb_baseline=perturb_baseline,
+        uniform_range=uniform_range,
+        run=run,
+    )
     int_at_least(features_in_step, 1, "features_in_step")
     b = x.shape[0]
     step, n = _step_of(a, features_in_step, descending=False)  # [B,F]
@@ -520,9 +544,17 @@ def monotonicity_correlation(
         torch.Size([2])
     """
     target, x, a, run = _prepare(
-        model, inputs, targets, attributions, absolute=absolute, softmax=softmax, batch_size=batch_size,
-        perturb_baseline=perturb_baseline, uniform_range=uniform_range, run=run,
-    )  # fmt: skip
+        model,
+        inputs,
+        targets,
+        attributions,
+        absolute=absolute,
+        softmax=softmax,
+        batch_size=batch_size,
+        perturb_baseline=perturb_baseline,
+        uniform_range=uniform_range,
+        run=run,
+    )
     int_at_least(nr_samples, 1, "nr_samples")
     int_at_least(features_in_step, 1, "features_in_step")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
@@ -593,11 +625,19 @@ def pixel_flipping_curve(
         torch.Size([2, 4])
     """
     target, x, a, run = _prepare(
-        model, inputs, targets, attributions, absolute=absolute, softmax=softmax, batch_size=batch_size,
-        perturb_baseline=perturb_baseline, uniform_range=uniform_range, run=run,
-    )  # fmt: skip
+        model,
+        inputs,
+        targets,
+        attributions,
+        absolute=absolute,
+        softmax=softmax,
+        batch_size=batch_size,
+        perturb_baseline=perturb_baseline,
+        uniform_range=uniform_range,
+        run=run,
+    )
     int_at_least(features_in_step, 1, "features_in_step")
-    b, f = x.shape
+    b = x.shape[0]
     step, n = _step_of(a, features_in_step, descending=True)  # [B,F]
     if perturb_baseline == "mean":
         fill = _moving_means(x, step, n)  # [B,n]
@@ -617,7 +657,7 @@ def pixel_flipping_curve(
 def _moving_means(x: Tensor, step: Tensor, n: int) -> Tensor:
     """The mean of each image before each step of pixel flipping with the ``"mean"`` baseline, ``[B, n]`` float32.
 
-    Step ``t`` sets its ``k_t`` features (original sum ``O_t``) to ``m_t``, so ``m_{t+1} = m_t (1 + k_t / F) - O_t / F``;
+    Step ``t`` sets its ``k_t`` features (original sum ``O_t``) to ``m_t``: ``m_{t+1} = m_t (1 + k_t / F) - O_t / F``;
     with ``P_t = prod_{u<t} (1 + k_u / F)``: ``m_t = P_t (m_0 - sum_{u<t} O_u / (F P_{u+1}))`` (float64).
     """
     b, f = x.shape
@@ -663,7 +703,17 @@ def pixel_flipping(
         True
     """
     curves = pixel_flipping_curve(
-        model, inputs, targets, attributions, features_in_step=features_in_step, perturb_baseline=perturb_baseline,
-        absolute=absolute, softmax=softmax, uniform_range=uniform_range, seed=seed, batch_size=batch_size, run=run,
-    )  # fmt: skip
+        model,
+        inputs,
+        targets,
+        attributions,
+        features_in_step=features_in_step,
+        perturb_baseline=perturb_baseline,
+        absolute=absolute,
+        softmax=softmax,
+        uniform_range=uniform_range,
+        seed=seed,
+        batch_size=batch_size,
+        run=run,
+    )
     return torch.trapezoid(curves.double(), dim=1).float()
