@@ -6,12 +6,17 @@ from lightning_saliency.metrics import (
     AverageDrop,
     DeletionAUC,
     EnergyPointingGame,
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
     IncreaseInConfidence,
     Infidelity,
     InsertionAUC,
     LocalisationIoU,
     MapStability,
     ModelRandomisation,
+    Monotonicity,
+    MonotonicityCorrelation,
+    PixelFlipping,
     PointingGame,
     ROADCombined,
     SaliencyAttack,
@@ -34,6 +39,10 @@ CHEAP = [
     "pointing_game",
     "energy_pointing_game",
     "localisation_iou",
+    # faithfulness (Quantus)
+    "faithfulness_estimate",
+    "monotonicity",
+    "pixel_flipping",
 ]
 
 
@@ -96,6 +105,12 @@ def test_registry_agrees_with_metric_classes():
         "road": ROADCombined,
         "infidelity": Infidelity,
         "sensitivity_max": SensitivityMax,
+        # faithfulness (Quantus)
+        "faithfulness_correlation": FaithfulnessCorrelation,
+        "faithfulness_estimate": FaithfulnessEstimate,
+        "monotonicity": Monotonicity,
+        "monotonicity_correlation": MonotonicityCorrelation,
+        "pixel_flipping": PixelFlipping,
     }
     assert set(SCORES) == set(classes)
     for name, cls in classes.items():
