@@ -199,7 +199,6 @@ def _prepare(
     inputs: Tensor,
     targets: TargetLike,
     attributions: Tensor,
-    *,
     absolute: bool,
     softmax: bool,
     batch_size: int,
@@ -297,18 +296,8 @@ def faithfulness_correlation(
         >>> faithfulness_correlation(net, x, torch.tensor([0, 1]), exact, nr_runs=10, subset_size=4).round(decimals=4)
         tensor([1., 1.])
     """
-    target, x, a, run = _prepare(
-        model,
-        inputs,
-        targets,
-        attributions,
-        absolute=absolute,
-        softmax=softmax,
-        batch_size=batch_size,
-        perturb_baseline=perturb_baseline,
-        uniform_range=uniform_range,
-        run=run,
-    )
+    checked = (absolute, softmax, batch_size, perturb_baseline, uniform_range)
+    target, x, a, run = _prepare(model, inputs, targets, attributions, *checked, run)
     b, f = a.shape
     int_at_least(nr_runs, 1, "nr_runs")
     if isinstance(subset_size, bool) or not isinstance(subset_size, int) or not 1 <= subset_size < f:
@@ -383,18 +372,8 @@ def faithfulness_estimate(
         >>> faithfulness_estimate(net, x, torch.tensor([0, 1]), exact).round(decimals=4)
         tensor([1., 1.])
     """
-    target, x, a, run = _prepare(
-        model,
-        inputs,
-        targets,
-        attributions,
-        absolute=absolute,
-        softmax=softmax,
-        batch_size=batch_size,
-        perturb_baseline=perturb_baseline,
-        uniform_range=uniform_range,
-        run=run,
-    )
+    checked = (absolute, softmax, batch_size, perturb_baseline, uniform_range)
+    target, x, a, run = _prepare(model, inputs, targets, attributions, *checked, run)
     int_at_least(features_in_step, 1, "features_in_step")
     correlate = _similarity(similarity)
     b = x.shape[0]
@@ -464,18 +443,8 @@ def monotonicity(
         >>> monotonicity(net, x, RegressionTarget(), a, softmax=False, perturb_baseline=0.0)  # each insertion adds
         tensor([1.])
     """
-    target, x, a, run = _prepare(
-        model,
-        inputs,
-        targets,
-        attributions,
-        absolute=absolute,
-        softmax=softmax,
-        batch_size=batch_size,
-        perturb_baseline=perturb_baseline,
-        uniform_range=uniform_range,
-        run=run,
-    )
+    checked = (absolute, softmax, batch_size, perturb_baseline, uniform_range)
+    target, x, a, run = _prepare(model, inputs, targets, attributions, *checked, run)
     int_at_least(features_in_step, 1, "features_in_step")
     b = x.shape[0]
     step, n = _step_of(a, features_in_step, descending=False)  # [B,F]
@@ -543,18 +512,8 @@ def monotonicity_correlation(
         >>> monotonicity_correlation(net, x, torch.tensor([0, 2]), a, nr_samples=4).shape
         torch.Size([2])
     """
-    target, x, a, run = _prepare(
-        model,
-        inputs,
-        targets,
-        attributions,
-        absolute=absolute,
-        softmax=softmax,
-        batch_size=batch_size,
-        perturb_baseline=perturb_baseline,
-        uniform_range=uniform_range,
-        run=run,
-    )
+    checked = (absolute, softmax, batch_size, perturb_baseline, uniform_range)
+    target, x, a, run = _prepare(model, inputs, targets, attributions, *checked, run)
     int_at_least(nr_samples, 1, "nr_samples")
     int_at_least(features_in_step, 1, "features_in_step")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
@@ -624,18 +583,8 @@ def pixel_flipping_curve(
         ...                      features_in_step=4).shape
         torch.Size([2, 4])
     """
-    target, x, a, run = _prepare(
-        model,
-        inputs,
-        targets,
-        attributions,
-        absolute=absolute,
-        softmax=softmax,
-        batch_size=batch_size,
-        perturb_baseline=perturb_baseline,
-        uniform_range=uniform_range,
-        run=run,
-    )
+    checked = (absolute, softmax, batch_size, perturb_baseline, uniform_range)
+    target, x, a, run = _prepare(model, inputs, targets, attributions, *checked, run)
     int_at_least(features_in_step, 1, "features_in_step")
     b = x.shape[0]
     step, n = _step_of(a, features_in_step, descending=True)  # [B,F]
