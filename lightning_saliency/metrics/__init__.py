@@ -8,6 +8,14 @@ computes every cheap per-method score of a batch in one call.
 """
 
 # faithfulness (regions): Quantus' Region Perturbation, Selectivity, IROF, Sensitivity-N, Sufficiency
+# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
+from lightning_saliency.metrics.faithfulness import (
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
+    Monotonicity,
+    MonotonicityCorrelation,
+    PixelFlipping,
+)
 from lightning_saliency.metrics.faithfulness_regions import (
     IROF,
     RegionPerturbation,
@@ -20,6 +28,9 @@ from lightning_saliency.metrics.functional import (
     curve_auc,
     deletion_curve,
     energy_pointing_game,
+    faithfulness_correlation,
+    faithfulness_correlation_subsets,
+    faithfulness_estimate,
     increase_in_confidence,
     infidelity,
     insertion_curve,
@@ -27,8 +38,13 @@ from lightning_saliency.metrics.functional import (
     map_stability,
     masked_attack_norm,
     model_randomisation_score,
+    monotonicity,
+    monotonicity_correlation,
     noisy_linear_imputation,
+    pearson,
     perturbation_baseline,
+    pixel_flipping,
+    pixel_flipping_curve,
     pointing_game,
     randomisable_layers,
     region_masks,
@@ -155,4 +171,18 @@ __all__ = [
     "relevance_rank_accuracy",
     "sparseness",
     "top_k_intersection",
+    # faithfulness (Quantus)
+    "FaithfulnessCorrelation",
+    "FaithfulnessEstimate",
+    "Monotonicity",
+    "MonotonicityCorrelation",
+    "PixelFlipping",
+    "faithfulness_correlation",
+    "faithfulness_correlation_subsets",
+    "faithfulness_estimate",
+    "monotonicity",
+    "monotonicity_correlation",
+    "pearson",
+    "pixel_flipping",
+    "pixel_flipping_curve",
 ]

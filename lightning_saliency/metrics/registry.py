@@ -35,6 +35,15 @@ from lightning_saliency.metrics.functional.attack import saliency_attack_score
 from lightning_saliency.metrics.functional.axiomatic import completeness, input_invariance, non_sensitivity
 from lightning_saliency.metrics.functional.complexity import complexity, effective_complexity, sparseness
 from lightning_saliency.metrics.functional.correlation import map_stability
+
+# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
+from lightning_saliency.metrics.functional.faithfulness import (
+    faithfulness_correlation,
+    faithfulness_estimate,
+    monotonicity,
+    monotonicity_correlation,
+    pixel_flipping_curve,
+)
 from lightning_saliency.metrics.functional.faithfulness_regions import (
     _curve_area,
     irof,
@@ -429,6 +438,56 @@ def _input_invariance(ctx: ScoreContext) -> dict[str, Tensor]:
     return {"input_invariance": input_invariance(ctx.method, model, inputs, targets, ctx.maps, run=ctx.run)}
 
 
+# faithfulness (Quantus): the monitor's curve steps set how many features go per step (at most `steps` steps)
+def _features_in_step(inputs: Tensor, steps: int) -> int:
+    return math.ceil(inputs[0].numel() / steps)
+
+
+def _faithfulness_correlation(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    size = min(224, inputs[0].numel() - 1)  # Quantus' subset of 224 features, on inputs that have more
+    value = faithfulness_correlation(
+        model, inputs, targets, ctx.maps, subset_size=size, batch_size=ctx.batch_size, run=ctx.run
+    )
+    return {"faithfulness_correlation": value}
+
+
+def _faithfulness_estimate(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    step = _features_in_step(inputs, ctx.steps)
+    value = faithfulness_estimate(
+        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
+    )
+    return {"faithfulness_estimate": value}
+
+
+def _monotonicity(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    step = _features_in_step(inputs, ctx.steps)
+    value = monotonicity(
+        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
+    )
+    return {"monotonicity": value}
+
+
+def _monotonicity_correlation(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    step = _features_in_step(inputs, ctx.steps)
+    value = monotonicity_correlation(
+        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
+    )
+    return {"monotonicity_correlation": value}
+
+
+def _pixel_flipping(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    step = _features_in_step(inputs, ctx.steps)
+    curves = pixel_flipping_curve(
+        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
+    )  # [B,n]
+    return {"pixel_flipping": curve_auc(curves) if curves.shape[1] > 1 else curves[:, 0]}
+
+
 _REGIONS: frozenset[Need] = frozenset({"regions"})
 _PROBABILITY: frozenset[Need] = frozenset({"model", "confidence"})
 _COSTLY = {"schedule": "costly", "default": False, "forwards": None}
@@ -575,8 +634,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             sufficiency,
             _sufficiency,
             needs=frozenset({"model", "classes"}),
-            schedule="costly",  # opt-in: one forward, but a statistic of the batch (the probe's images)
-            default=False,
+            default=False,  # one forward, but a statistic of the batch (the probe's images)
             forwards=lambda steps: 1.0,
         ),
         # Quantus' localisation, complexity and axiomatic scores (qloc)
@@ -659,6 +717,48 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             _input_invariance,
             needs=frozenset({"model", "method"}),
             **_COSTLY,  # type: ignore[arg-type]
+        ),
+        # faithfulness (Quantus 0.6's defaults; features per step from the curve steps)
+        "faithfulness_correlation": ScoreInfo(
+            "Faithfulness Correlation (Bhatt 2020): Pearson of map sums vs logit drops over 100 random subsets.",
+            True,
+            faithfulness_correlation,
+            _faithfulness_correlation,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "faithfulness_estimate": ScoreInfo(
+            "Faithfulness Estimate (Alvarez-Melis 2018): Pearson of map sums vs logit drops, feature groups by rank.",
+            True,
+            faithfulness_estimate,
+            _faithfulness_estimate,
+            default=False,
+            forwards=lambda steps: steps + 1,
+        ),
+        "monotonicity": ScoreInfo(
+            "Monotonicity (Arya 2019): the probability never falls as features are inserted, least relevant first.",
+            True,
+            monotonicity,
+            _monotonicity,
+            needs=_PROBABILITY,
+            default=False,
+            forwards=lambda steps: steps,
+        ),
+        "monotonicity_correlation": ScoreInfo(
+            "Monotonicity Correlation (Nguyen 2020): Spearman of map sums vs output variance, 100 uniform draws.",
+            True,
+            monotonicity_correlation,
+            _monotonicity_correlation,
+            needs=_PROBABILITY,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "pixel_flipping": ScoreInfo(
+            "Pixel-Flipping (Bach 2015): mean probability as features go to the image minimum, most relevant first.",
+            False,
+            pixel_flipping_curve,
+            _pixel_flipping,
+            needs=_PROBABILITY,
+            default=False,
+            forwards=lambda steps: steps,
         ),
     }
 )

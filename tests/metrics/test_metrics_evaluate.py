@@ -10,6 +10,8 @@ from lightning_saliency.metrics import (
     DeletionAUC,
     EffectiveComplexity,
     EnergyPointingGame,
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
     Focus,
     IncreaseInConfidence,
     Infidelity,
@@ -19,7 +21,10 @@ from lightning_saliency.metrics import (
     LocalisationIoU,
     MapStability,
     ModelRandomisation,
+    Monotonicity,
+    MonotonicityCorrelation,
     NonSensitivity,
+    PixelFlipping,
     PointingGame,
     RegionPerturbation,
     RelevanceRankAccuracy,
@@ -49,6 +54,10 @@ CHEAP = [
     "pointing_game",
     "energy_pointing_game",
     "localisation_iou",
+    # faithfulness (Quantus)
+    "faithfulness_estimate",
+    "monotonicity",
+    "pixel_flipping",
 ]
 QUANTUS_CHEAP = [  # Quantus' localisation and complexity scores (qloc): opt-in, not in CHEAP's default-run tests
     "top_k_intersection",
@@ -136,12 +145,19 @@ def test_registry_agrees_with_metric_classes():
         "completeness": Completeness,
         "non_sensitivity": NonSensitivity,
         "input_invariance": InputInvariance,
+        # faithfulness (Quantus)
+        "faithfulness_correlation": FaithfulnessCorrelation,
+        "faithfulness_estimate": FaithfulnessEstimate,
+        "monotonicity": Monotonicity,
+        "monotonicity_correlation": MonotonicityCorrelation,
+        "pixel_flipping": PixelFlipping,
     }
     assert set(SCORES) == set(classes)
     for name, cls in classes.items():
         assert SCORES[name].higher_is_better == cls.higher_is_better, name
         assert cls.full_state_update is False
-    assert [n for n, info in SCORES.items() if info.in_evaluate_scores] == CHEAP + QUANTUS_CHEAP
+    in_evaluate = [n for n, info in SCORES.items() if info.in_evaluate_scores]  # in the registry's order
+    assert in_evaluate == [*CHEAP[:7], "sufficiency", *QUANTUS_CHEAP, *CHEAP[7:]]
 
 
 def test_mixed_precision_run(tiny_cnn, probe_batch):

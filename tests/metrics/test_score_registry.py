@@ -23,7 +23,11 @@ from lightning_saliency.metrics import SCORES, ScoreContext, compute_scores, def
 from lightning_saliency.targets import ClassTarget, MultiLabelTarget, RegressionTarget
 
 NAMES = list(SCORES)
-CHEAP_OPT_IN = {  # cheap (no forward) but not computed by default: Quantus' localisation and complexity scores
+CHEAP_OPT_IN = {  # cheap (maps only, or a few forwards) but not computed by default: the Quantus families' cheap ones
+    "faithfulness_estimate",
+    "monotonicity",
+    "pixel_flipping",
+    "sufficiency",
     "top_k_intersection",
     "relevance_rank_accuracy",
     "localisation_auc",

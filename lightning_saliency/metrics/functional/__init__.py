@@ -7,6 +7,19 @@ the paper's score is their mean, which the :mod:`lightning_saliency.metrics` cla
 from lightning_saliency.metrics.functional.attack import masked_attack_norm, saliency_attack_score
 from lightning_saliency.metrics.functional.correlation import map_stability, spearman
 
+# faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
+from lightning_saliency.metrics.functional.faithfulness import (
+    PerturbBaseline,
+    faithfulness_correlation,
+    faithfulness_correlation_subsets,
+    faithfulness_estimate,
+    monotonicity,
+    monotonicity_correlation,
+    pearson,
+    pixel_flipping,
+    pixel_flipping_curve,
+)
+
 # faithfulness (regions): Quantus' Region Perturbation, Selectivity, IROF, Sensitivity-N, Sufficiency
 from lightning_saliency.metrics.functional.faithfulness_regions import (
     irof,
@@ -101,4 +114,14 @@ __all__ = [
     "relevance_rank_accuracy",
     "sparseness",
     "top_k_intersection",
+    # faithfulness (Quantus)
+    "PerturbBaseline",
+    "faithfulness_correlation",
+    "faithfulness_correlation_subsets",
+    "faithfulness_estimate",
+    "monotonicity",
+    "monotonicity_correlation",
+    "pearson",
+    "pixel_flipping",
+    "pixel_flipping_curve",
 ]
