@@ -7,14 +7,18 @@ means, when it runs and what it needs; :func:`compute_scores` dispatches from it
 computes every cheap per-method score of a batch in one call.
 """
 
+# Quantus robustness family (issue #18)
 from lightning_saliency.metrics.functional import (
     average_drop,
+    avg_sensitivity,
+    continuity,
     curve_auc,
     deletion_curve,
     energy_pointing_game,
     increase_in_confidence,
     infidelity,
     insertion_curve,
+    local_lipschitz_estimate,
     localisation_iou,
     map_stability,
     masked_attack_norm,
@@ -24,6 +28,7 @@ from lightning_saliency.metrics.functional import (
     pointing_game,
     randomisable_layers,
     region_masks,
+    relative_stability,
     road_curves,
     road_score,
     saliency_attack_score,
@@ -42,7 +47,16 @@ from lightning_saliency.metrics.registry import (
     evaluate_scores,
 )
 from lightning_saliency.metrics.road import ROADCombined
-from lightning_saliency.metrics.robustness import Infidelity, SensitivityMax
+from lightning_saliency.metrics.robustness import (
+    AvgSensitivity,
+    Continuity,
+    Infidelity,
+    LocalLipschitzEstimate,
+    RelativeInputStability,
+    RelativeOutputStability,
+    RelativeRepresentationStability,
+    SensitivityMax,
+)
 from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
 from lightning_saliency.metrics.stability import MapStability
 
@@ -88,4 +102,15 @@ __all__ = [
     "saliency_attack_score",
     "sensitivity_max",
     "spearman",
+    # Quantus robustness family (issue #18)
+    "AvgSensitivity",
+    "Continuity",
+    "LocalLipschitzEstimate",
+    "RelativeInputStability",
+    "RelativeOutputStability",
+    "RelativeRepresentationStability",
+    "avg_sensitivity",
+    "continuity",
+    "local_lipschitz_estimate",
+    "relative_stability",
 ]

@@ -28,8 +28,21 @@ from lightning_saliency.metrics.functional.road import (
     road_masks,
     road_score,
 )
-from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
+
+# Quantus robustness family (issue #18)
+from lightning_saliency.metrics.functional.robustness import (
+    avg_sensitivity,
+    infidelity,
+    sensitivity_max,
+)
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score, randomisable_layers
+from lightning_saliency.metrics.functional.stability import (
+    continuity,
+    hidden_layers,
+    local_lipschitz_estimate,
+    relative_stability,
+    translations,
+)
 
 __all__ = [
     "DEFAULT_PERCENTAGES",
@@ -56,4 +69,11 @@ __all__ = [
     "saliency_attack_score",
     "sensitivity_max",
     "spearman",
+    # Quantus robustness family (issue #18)
+    "avg_sensitivity",
+    "continuity",
+    "hidden_layers",
+    "local_lipschitz_estimate",
+    "relative_stability",
+    "translations",
 ]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run, preserved_rng
+from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.methods.base import SaliencyMethod
 from lightning_saliency.metrics.functional._common import _check_model_inputs, _scoring
 from lightning_saliency.targets import Target
@@ -85,7 +86,7 @@ def _reduce(values: Tensor, kept: Tensor | None, how: str, score: str) -> Tensor
             warnings.warn(
                 f"{score}: every perturbation changed the prediction of image(s) {rows}; their score uses all "
                 "perturbations (pass drop_changed=False to always do so, or use smaller perturbations).",
-                RuntimeWarning,
+                SaliencyWarning,
                 stacklevel=3,
             )
             kept = kept | none_kept[:, None]
