@@ -83,8 +83,10 @@ def quantus_scores(metric: object, model: nn.Module, inputs: Tensor, targets: Te
 def assert_equal_scores(ours: Tensor, theirs: np.ndarray, rtol: float = 1e-5) -> None:
     # The same explanations of the same float32 inputs, in batches of the same size; left: float32 norms of
     # ~768 terms and a division (a few ulps) -- measured at most 2e-7 relative. rtol 1e-5.
-    assert ours.dtype == torch.float32 and ours.shape == (B,)
-    assert np.isfinite(theirs).all() and (ours > 0).all()
+    assert ours.dtype == torch.float32
+    assert ours.shape == (B,)
+    assert np.isfinite(theirs).all()
+    assert (ours > 0).all()
     np.testing.assert_allclose(ours.double().numpy(), theirs, rtol=rtol, atol=0)
 
 
@@ -124,7 +126,8 @@ def test_avg_sensitivity_equals_quantus(setup, name, upper_bound):
     assert_equal_scores(ours, theirs)
     if upper_bound is None:  # sensitivity_max on the same draws (radius 0.2) is the maximum where this is the mean
         most = sensitivity_max(explain, model, inputs, targets, perturb_radius=0.2, n_perturb_samples=N, seed=1)
-        assert (most >= ours).all() and (most > ours).any()
+        assert (most >= ours).all()
+        assert (most > ours).any()
     score = AvgSensitivity(explain, n_samples=N, upper_bound=upper_bound, seed=1, batch_size=B)
     score.update(model, inputs, targets)
     torch.testing.assert_close(score.compute(), ours.mean())
@@ -183,7 +186,8 @@ def test_representation_layers_and_hooks(setup):
         Gradient(), model, inputs, targets, of="representation", layers=layers, n_samples=N, seed=2, batch_size=B
     )
     assert_equal_scores(ours, theirs)
-    assert "features.0" in hidden_layers(model) and "features" not in hidden_layers(model)
+    assert "features.0" in hidden_layers(model)
+    assert "features" not in hidden_layers(model)
     assert all(not m._forward_hooks for m in model.modules())  # removed
     with pytest.raises(ValueError, match=r"layers must be None or names of the model's modules.*'nope'"):
         relative_stability(Gradient(), model, inputs, targets, of="representation", layers=["nope"], n_samples=1)
@@ -211,13 +215,16 @@ def test_perturbations_that_change_the_prediction_are_left_out(setup):
         quantus.RelativeInputStability(nr_samples=n, perturb_func=Replay(deltas), disable_warnings=True),
         model, inputs, targets, Gradient(),
     )  # fmt: skip
-    assert np.isnan(theirs).any() and np.isfinite(theirs).any(), theirs  # the case this test is about
+    assert np.isnan(theirs).any(), theirs  # the case this test is about
+    assert np.isfinite(theirs).any(), theirs
     kept = relative_stability(Gradient(), model, inputs, targets, **kw)  # drop_changed=True by default
     finite = np.isfinite(theirs)
     # Where no perturbation changed the prediction Quantus agrees; elsewhere it gives NaN, ours the max over the
     # perturbations that kept it (at most the max over all of them).
     np.testing.assert_allclose(kept.double().numpy()[finite], theirs[finite], rtol=1e-5)
-    assert torch.isfinite(kept).all() and (kept <= every).all() and (kept < every).any()
+    assert torch.isfinite(kept).all()
+    assert (kept <= every).all()
+    assert (kept < every).any()
 
 
 def test_every_perturbation_changing_the_prediction_falls_back_with_a_warning(setup):
@@ -229,7 +236,7 @@ def test_every_perturbation_changing_the_prediction_falls_back_with_a_warning(se
         model[1].weight[0] = 1 / 768
         model[1].bias.copy_(torch.tensor([0.0, 1.0]))
     kw = {"n_samples": 2, "lower_bound": 50.0, "upper_bound": 60.0, "batch_size": B}
-    with pytest.warns(SaliencyWarning, match=r"every perturbation changed the prediction of image\(s\) \[0, 1, 2, 3\]"):
+    with pytest.warns(SaliencyWarning, match=r"every perturbation changed the prediction of image\(s\) \[0, 1, 2"):
         fallback = relative_stability(Gradient(), model, inputs, targets, **kw)
     torch.testing.assert_close(
         fallback, relative_stability(Gradient(), model, inputs, targets, drop_changed=False, **kw)
