@@ -232,7 +232,7 @@ class Continuity(_ExplanationScore):
     Example:
         >>> import torch
         >>> metric = Continuity(lambda m, x, t: x, n_steps=3)
-        >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), torch.ones(1, 1, 4, 4), torch.tensor([0]))
+        >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), torch.rand(1, 1, 4, 4), torch.tensor([0]))
         >>> bool(metric.compute() > 0)
         True
     """
@@ -264,7 +264,7 @@ class RelativeInputStability(_RelativeStability):
     Example:
         >>> import torch
         >>> from lightning_saliency.methods import Gradient
-        >>> metric = RelativeInputStability(Gradient(), n_samples=2)
+        >>> metric = RelativeInputStability(Gradient(), n_samples=2, drop_changed=False)
         >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
         >>> metric.compute()
         tensor(0.)
@@ -285,7 +285,7 @@ class RelativeOutputStability(_RelativeStability):
     Example:
         >>> import torch
         >>> from lightning_saliency.methods import Gradient
-        >>> metric = RelativeOutputStability(Gradient(), n_samples=2)
+        >>> metric = RelativeOutputStability(Gradient(), n_samples=2, drop_changed=False)
         >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
         >>> metric.compute()
         tensor(0.)
@@ -306,7 +306,7 @@ class RelativeRepresentationStability(_RelativeStability):
     Example:
         >>> import torch
         >>> from lightning_saliency.methods import Gradient
-        >>> metric = RelativeRepresentationStability(Gradient(), layers=["1"], n_samples=2)
+        >>> metric = RelativeRepresentationStability(Gradient(), layers=["1"], n_samples=2, drop_changed=False)
         >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
         >>> metric.compute()
         tensor(0.)

@@ -338,7 +338,8 @@ def relative_stability(
     Example:
         >>> from lightning_saliency.methods import Gradient
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # linear: its gradient map does not move
-        >>> relative_stability(Gradient(), net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), n_samples=3)
+        >>> x = torch.rand(2, 1, 2, 2)
+        >>> relative_stability(Gradient(), net, x, torch.tensor([0, 1]), n_samples=3, drop_changed=False)
         tensor([0., 0.])
     """
     _check_common(inputs, n_samples, "n_samples", seed, batch_size)
