@@ -7,13 +7,13 @@ means, when it runs and what it needs; :func:`compute_scores` dispatches from it
 computes every cheap per-method score of a batch in one call.
 """
 
-# Quantus robustness family (issue #18)
 from lightning_saliency.metrics.functional import (
     average_drop,
     avg_sensitivity,
     continuity,
     curve_auc,
     deletion_curve,
+    efficient_mprt,
     energy_pointing_game,
     increase_in_confidence,
     infidelity,
@@ -26,6 +26,7 @@ from lightning_saliency.metrics.functional import (
     noisy_linear_imputation,
     perturbation_baseline,
     pointing_game,
+    random_logit,
     randomisable_layers,
     region_masks,
     relative_stability,
@@ -33,10 +34,12 @@ from lightning_saliency.metrics.functional import (
     road_score,
     saliency_attack_score,
     sensitivity_max,
+    smooth_mprt,
     spearman,
 )
 from lightning_saliency.metrics.localisation import EnergyPointingGame, LocalisationIoU, PointingGame
 from lightning_saliency.metrics.perturbation import AverageDrop, DeletionAUC, IncreaseInConfidence, InsertionAUC
+from lightning_saliency.metrics.randomisation import EfficientMPRT, RandomLogit, SmoothMPRT
 from lightning_saliency.metrics.registry import (
     SCORES,
     ScoreContext,
@@ -113,4 +116,11 @@ __all__ = [
     "continuity",
     "local_lipschitz_estimate",
     "relative_stability",
+    # Quantus randomisation family (issue #18)
+    "EfficientMPRT",
+    "RandomLogit",
+    "SmoothMPRT",
+    "efficient_mprt",
+    "random_logit",
+    "smooth_mprt",
 ]

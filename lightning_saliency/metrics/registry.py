@@ -45,6 +45,7 @@ from lightning_saliency.metrics.functional.perturbation import (
     increase_in_confidence,
     insertion_curve,
 )
+from lightning_saliency.metrics.functional.randomisation import efficient_mprt, random_logit, smooth_mprt
 from lightning_saliency.metrics.functional.road import road_score
 from lightning_saliency.metrics.functional.robustness import avg_sensitivity, infidelity, sensitivity_max
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score
@@ -280,6 +281,25 @@ def _reexplaining(name: str, function: Callable[..., Tensor], **options: object)
     return compute
 
 
+def _random_logit(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    return {"random_logit": random_logit(ctx.method, model, inputs, targets, run=ctx.run)}
+
+
+def _smooth_mprt(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    rho = smooth_mprt(model, inputs, targets, ctx.method, batch_size=ctx.batch_size, run=ctx.run)  # [L,B]
+    return {"smooth_mprt": rho.mean(0)}
+
+
+def _efficient_mprt(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    return {"efficient_mprt": efficient_mprt(model, inputs, targets, ctx.method, run=ctx.run)}
+
+
 _REGIONS: frozenset[Need] = frozenset({"regions"})
 _REEXPLAIN: frozenset[Need] = frozenset({"model", "method"})
 _PROBABILITY: frozenset[Need] = frozenset({"model", "confidence"})
@@ -434,6 +454,31 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             False,
             relative_stability,
             _reexplaining("relative_representation_stability", relative_stability, of="representation"),
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        # Quantus randomisation family (issue #18)
+        "random_logit": ScoreInfo(
+            "Random Logit (Quantus): SSIM of the explanation of the target and of a random other class.",
+            False,
+            random_logit,
+            _random_logit,
+            needs=_REEXPLAIN | {"classes"},
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "smooth_mprt": ScoreInfo(
+            "Smooth MPRT (Quantus): Spearman rho of noise-averaged maps as a copy's layers are randomised, mean.",
+            False,
+            smooth_mprt,
+            _smooth_mprt,
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "efficient_mprt": ScoreInfo(
+            "Efficient MPRT (Quantus): relative rise of the map's histogram entropy on a fully randomised copy.",
+            True,
+            efficient_mprt,
+            _efficient_mprt,
             needs=_REEXPLAIN,
             **_COSTLY,  # type: ignore[arg-type]
         ),

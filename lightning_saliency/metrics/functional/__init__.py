@@ -21,6 +21,16 @@ from lightning_saliency.metrics.functional.perturbation import (
     insertion_curve,
     perturbation_baseline,
 )
+from lightning_saliency.metrics.functional.randomisation import (
+    discrete_entropy,
+    efficient_mprt,
+    random_logit,
+    random_off_classes,
+    randomised_models,
+    smooth_mprt,
+    smooth_mprt_noise,
+    structural_similarity,
+)
 from lightning_saliency.metrics.functional.road import (
     DEFAULT_PERCENTAGES,
     noisy_linear_imputation,
@@ -76,4 +86,13 @@ __all__ = [
     "local_lipschitz_estimate",
     "relative_stability",
     "translations",
+    # Quantus randomisation family (issue #18)
+    "discrete_entropy",
+    "efficient_mprt",
+    "random_logit",
+    "random_off_classes",
+    "randomised_models",
+    "smooth_mprt",
+    "smooth_mprt_noise",
+    "structural_similarity",
 ]

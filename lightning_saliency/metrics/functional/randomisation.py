@@ -32,6 +32,7 @@ __all__ = [
     "random_off_classes",
     "randomised_models",
     "smooth_mprt",
+    "smooth_mprt_noise",
     "structural_similarity",
 ]
 
