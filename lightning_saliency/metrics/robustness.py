@@ -285,10 +285,8 @@ class RelativeOutputStability(_RelativeStability):
     Example:
         >>> import torch
         >>> from lightning_saliency.methods import Gradient
-        >>> metric = RelativeOutputStability(Gradient(), n_samples=2, drop_changed=False)
-        >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
-        >>> metric.compute()
-        tensor(0.)
+        >>> RelativeOutputStability(Gradient(), n_samples=2).options
+        {'n_samples': 2, 'of': 'output'}
     """
 
     of = "output"
@@ -306,10 +304,8 @@ class RelativeRepresentationStability(_RelativeStability):
     Example:
         >>> import torch
         >>> from lightning_saliency.methods import Gradient
-        >>> metric = RelativeRepresentationStability(Gradient(), layers=["1"], n_samples=2, drop_changed=False)
-        >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
-        >>> metric.compute()
-        tensor(0.)
+        >>> RelativeRepresentationStability(Gradient(), layers=["features.4"]).options
+        {'layers': ['features.4'], 'of': 'representation'}
     """
 
     of = "representation"

@@ -13,7 +13,8 @@ import pytest
 import scipy.stats
 import torch
 from test_hardening import assert_untouched, snapshot
-from torch import Tensor, nn
+from test_quantus_robustness import EXPLAINERS  # our Gradient, and a raw signed gradient
+from torch import nn
 
 from lightning_saliency.methods import Gradient
 from lightning_saliency.metrics import (
@@ -37,17 +38,6 @@ quantus = pytest.importorskip("quantus")
 skimage_metrics = pytest.importorskip("skimage.metrics")
 
 B, K = 4, 5
-
-
-def signed_gradient(model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-    """The raw, signed input gradient of the target logit ``[B, C, H, W]``."""
-    x = x.detach().clone().requires_grad_()
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(model(x).gather(1, t.view(-1, 1)).sum(), x)
-    return grad
-
-
-EXPLAINERS = {"gradient": Gradient(), "signed_gradient": signed_gradient}
 
 
 @pytest.fixture

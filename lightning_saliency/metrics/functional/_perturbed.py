@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -137,6 +138,31 @@ Value = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 """``value(rows, x_perturbed, e_perturbed, e_clean)``: each pair's value ``[N]`` (explanations ``[N, D]``)."""
 
 
+def _shifted(inputs: Tensor, deltas: Tensor) -> Perturb:
+    """``perturb(rows, samples) = inputs[rows] + deltas[samples]`` (computed in float32)."""
+    deltas = deltas.to(inputs.device)
+
+    def perturb(rows: Tensor, samples: Tensor) -> Tensor:
+        return (inputs[rows].float() + deltas[samples]).to(inputs.dtype)
+
+    return perturb
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The functionals' shared keyword arguments.
+
+    Post-processing (:func:`_normalised`), whether perturbations that change the prediction are left out, pairs
+    per pass, and precision.
+    """
+
+    normalise: str | None = None
+    absolute: bool = False
+    drop_changed: bool = False
+    batch_size: int = 64
+    run: Run | None = None
+
+
 def _perturbed_table(
     explain: Explainer,
     model: nn.Module,
@@ -145,20 +171,21 @@ def _perturbed_table(
     n: int,
     perturb: Perturb,
     value: Value,
-    *,
-    normalise: str | None = None,
-    absolute: bool = False,
-    drop_changed: bool = False,
-    batch_size: int = 64,
-    run: Run | None = None,
+    options: _Options,
 ) -> tuple[Tensor, Tensor | None]:
     """Each (image, perturbation) pair's ``value`` ``[B, n]``, and whether it kept the prediction.
 
-    The second is ``[B, n]`` bool, ``None`` unless ``drop_changed``. The clean explanations are computed once
-    for the batch, the perturbed ones for ``batch_size`` pairs at a time; both are post-processed by
+    The second is ``[B, n]`` bool, ``None`` unless ``options.drop_changed``. The clean explanations are computed
+    once for the batch, the perturbed ones for ``options.batch_size`` pairs at a time; both are post-processed by
     :func:`_normalised`. The global RNG is preserved.
     """
-    run = run or Run()
+    normalise, absolute, drop_changed, batch_size = (
+        options.normalise,
+        options.absolute,
+        options.drop_changed,
+        options.batch_size,
+    )
+    run = options.run or Run()
     target = _check_model_inputs(inputs, targets, model, run)
     explained = _explainer(explain, model, target, targets, run)
 

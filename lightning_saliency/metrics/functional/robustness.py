@@ -7,8 +7,6 @@ images are in the batch and training's RNG streams are untouched.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -18,8 +16,10 @@ from lightning_saliency.metrics.functional._common import _check_batch_size, _ch
 from lightning_saliency.metrics.functional._perturbed import (
     Explainer,
     _check_bounds,
+    _Options,
     _perturbed_table,
     _reduce,
+    _shifted,
     _uniform_perturbations,
 )
 from lightning_saliency.targets import Target, TargetLike
@@ -193,7 +193,7 @@ def sensitivity_max(
         raise ValueError(f"perturb_radius must be a float >= 0, got {perturb_radius!r}.")
     deltas = sensitivity_perturbations(tuple(inputs.shape[1:]), n_perturb_samples, perturb_radius, seed)
     b = inputs.shape[0]  # one perturbation of the batch per explanation, as captum's max_examples_per_batch=B
-    values, _ = _sensitivities(explain, model, inputs, targets, deltas, norm_ord, batch_size=b, run=run)
+    values, _ = _sensitivities(explain, model, inputs, targets, deltas, norm_ord, _Options(batch_size=b, run=run))
     return values.amax(1)
 
 
@@ -204,11 +204,11 @@ def _sensitivities(
     targets: TargetLike,
     deltas: Tensor,
     norm_ord: str | float,
-    **options: Any,
+    options: _Options,
 ) -> tuple[Tensor, Tensor | None]:
     """``||Phi(x + delta_j) - Phi(x)|| / ||Phi(x)||`` ``[B, n]`` (zero norm -> 1), and which kept the prediction.
 
-    ``options`` go to :func:`_perturbed_table`.
+    ``options``: see :func:`_perturbed_table`.
     """
     check_inputs(inputs)
     ord_: float = 2.0 if norm_ord == "fro" else float(norm_ord)
@@ -218,12 +218,7 @@ def _sensitivities(
         base_norm = torch.where(base_norm == 0, torch.ones_like(base_norm), base_norm)
         return torch.linalg.vector_norm(e - e0, ord=ord_, dim=1) / base_norm
 
-    deltas = deltas.to(inputs.device)
-
-    def perturb(rows: Tensor, samples: Tensor) -> Tensor:
-        return (inputs[rows].float() + deltas[samples]).to(inputs.dtype)
-
-    return _perturbed_table(explain, model, inputs, targets, deltas.shape[0], perturb, value, **options)
+    return _perturbed_table(explain, model, inputs, targets, deltas.shape[0], _shifted(inputs, deltas), value, options)
 
 
 def avg_sensitivity(
@@ -284,17 +279,6 @@ def avg_sensitivity(
         deltas = sensitivity_perturbations(shape, n_samples, float(lower_bound), seed)
     else:
         deltas = _uniform_perturbations(shape, n_samples, low, high, seed)
-    values, kept = _sensitivities(
-        explain,
-        model,
-        inputs,
-        targets,
-        deltas,
-        "fro",
-        normalise="max" if normalise else None,
-        absolute=absolute,
-        drop_changed=drop_changed,
-        batch_size=batch_size,
-        run=run,
-    )
+    options = _Options("max" if normalise else None, absolute, drop_changed, batch_size, run)
+    values, kept = _sensitivities(explain, model, inputs, targets, deltas, "fro", options)
     return _reduce(values, kept, "mean", "avg_sensitivity")

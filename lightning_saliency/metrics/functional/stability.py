@@ -28,8 +28,10 @@ from lightning_saliency.metrics.functional._common import _check_batch_size, _sc
 from lightning_saliency.metrics.functional._perturbed import (
     Explainer,
     _check_bounds,
+    _Options,
     _perturbed_table,
     _reduce,
+    _shifted,
     _uniform_perturbations,
 )
 from lightning_saliency.metrics.functional.robustness import infidelity_perturbations
@@ -49,16 +51,6 @@ def _non_negative(value: Any, arg: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"{arg} must be a float >= 0, got {value!r}.")
     return float(value)
-
-
-def _shifted(inputs: Tensor, deltas: Tensor) -> Any:
-    """``perturb(rows, samples) = inputs[rows] + deltas[samples]`` (computed in float32)."""
-    deltas = deltas.to(inputs.device)
-
-    def perturb(rows: Tensor, samples: Tensor) -> Tensor:
-        return (inputs[rows].float() + deltas[samples]).to(inputs.dtype)
-
-    return perturb
 
 
 def local_lipschitz_estimate(
@@ -119,20 +111,8 @@ def local_lipschitz_estimate(
         moved = (x.float() - inputs[rows].float()).flatten(1)  # [N,CHW]
         return torch.linalg.vector_norm(e - e0, dim=1) / (torch.linalg.vector_norm(moved, dim=1) + 1e-10)
 
-    values, kept = _perturbed_table(
-        explain,
-        model,
-        inputs,
-        targets,
-        n_samples,
-        _shifted(inputs, noise),
-        value,
-        normalise="max" if normalise else None,
-        absolute=absolute,
-        drop_changed=drop_changed,
-        batch_size=batch_size,
-        run=run,
-    )
+    options = _Options("max" if normalise else None, absolute, drop_changed, batch_size, run)
+    values, kept = _perturbed_table(explain, model, inputs, targets, n_samples, _shifted(inputs, noise), value, options)
     return _reduce(values, kept, "max", "local_lipschitz_estimate")
 
 
@@ -205,20 +185,8 @@ def continuity(
         moved = (x.float() - inputs[rows].float()).flatten(1)
         return (e - e0).abs().sum(1) / (torch.linalg.vector_norm(moved, dim=1) + 1e-9)
 
-    values, kept = _perturbed_table(
-        explain,
-        model,
-        inputs,
-        targets,
-        n_steps,
-        perturb,
-        value,
-        normalise="max" if normalise else None,
-        absolute=absolute,
-        drop_changed=drop_changed,
-        batch_size=batch_size,
-        run=run,
-    )
+    options = _Options("max" if normalise else None, absolute, drop_changed, batch_size, run)
+    values, kept = _perturbed_table(explain, model, inputs, targets, n_steps, perturb, value, options)
     return _reduce(values, kept, "max", "continuity")
 
 
@@ -376,18 +344,8 @@ def relative_stability(
         den = denominator(rows, x)  # [N]
         return _relative(e, e0, eps_min) / (den + (den == 0) * eps_min)
 
+    options = _Options("second_moment" if normalise else None, absolute, drop_changed, batch_size, run)
     values, kept = _perturbed_table(
-        explain,
-        model,
-        inputs,
-        targets,
-        n_samples,
-        _shifted(inputs, deltas),
-        value,
-        normalise="second_moment" if normalise else None,
-        absolute=absolute,
-        drop_changed=drop_changed,
-        batch_size=batch_size,
-        run=run,
+        explain, model, inputs, targets, n_samples, _shifted(inputs, deltas), value, options
     )
     return _reduce(values, kept, "max", f"relative_{of}_stability")
