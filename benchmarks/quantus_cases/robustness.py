@@ -92,34 +92,29 @@ def _stability(of: Of) -> tuple[Callable[[Setup], Tensor], Callable[[Setup], np.
     return ours, theirs
 
 
+def _replayed(name: str, ours: Callable[..., Tensor], theirs: Any, draws: Callable[[Setup], Tensor]) -> Case:
+    """A case whose Quantus side replays our ``draws`` through its ``perturb_func``."""
+    return Case(
+        "robustness",
+        f"{name} ({N_SAMPLES} samples)",
+        lambda s: ours(Gradient(), s.model, s.inputs, s.targets, n_samples=N_SAMPLES, seed=SEED),
+        lambda s: run_quantus(theirs(nr_samples=N_SAMPLES, perturb_func=Replay(draws(s)), disable_warnings=True), s),
+        relative_diff,
+    )
+
+
 CASES: list[Case] = [
-    Case(
-        "robustness",
-        f"LocalLipschitzEstimate ({N_SAMPLES} samples)",
-        lambda s: local_lipschitz_estimate(Gradient(), s.model, s.inputs, s.targets, n_samples=N_SAMPLES, seed=SEED),
-        lambda s: run_quantus(
-            quantus.LocalLipschitzEstimate(
-                nr_samples=N_SAMPLES,
-                perturb_func=Replay(infidelity_perturbations(_shape(s), N_SAMPLES, 0.1, SEED)),
-                disable_warnings=True,
-            ),
-            s,
-        ),
-        relative_diff,
+    _replayed(
+        "LocalLipschitzEstimate",
+        local_lipschitz_estimate,
+        quantus.LocalLipschitzEstimate,
+        lambda s: infidelity_perturbations(_shape(s), N_SAMPLES, 0.1, SEED),  # N(0, 0.1^2)
     ),
-    Case(
-        "robustness",
-        f"AvgSensitivity ({N_SAMPLES} samples)",
-        lambda s: avg_sensitivity(Gradient(), s.model, s.inputs, s.targets, n_samples=N_SAMPLES, seed=SEED),
-        lambda s: run_quantus(
-            quantus.AvgSensitivity(
-                nr_samples=N_SAMPLES,
-                perturb_func=Replay(sensitivity_perturbations(_shape(s), N_SAMPLES, 0.2, SEED)),
-                disable_warnings=True,
-            ),
-            s,
-        ),
-        relative_diff,
+    _replayed(
+        "AvgSensitivity",
+        avg_sensitivity,
+        quantus.AvgSensitivity,
+        lambda s: sensitivity_perturbations(_shape(s), N_SAMPLES, 0.2, SEED),  # U(-0.2, 0.2)
     ),
     Case(
         "robustness",

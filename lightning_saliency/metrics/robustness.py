@@ -211,10 +211,8 @@ class AvgSensitivity(_ExplanationScore):
     Example:
         >>> import torch
         >>> from lightning_saliency.methods import Gradient
-        >>> metric = AvgSensitivity(Gradient(), n_samples=2)
-        >>> metric.update(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
-        >>> metric.compute()
-        tensor(0.)
+        >>> AvgSensitivity(Gradient(), n_samples=20, lower_bound=0.1).options
+        {'n_samples': 20, 'lower_bound': 0.1}
     """
 
     function = staticmethod(avg_sensitivity)
