@@ -270,3 +270,33 @@ def test_bad_arguments_name_the_argument_and_the_value(setup):
         LocalLipschitzEstimate("gradient")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="explain must return a Tensor"):
         avg_sensitivity(lambda m, x, t: 3, model, inputs, targets, n_samples=1)
+
+
+class _Pair(nn.Module):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, x
+
+
+class _TupleNet(nn.Module):
+    """A model with a layer returning a tuple (as attention modules do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.pair, self.head = nn.Conv2d(3, 4, 3, padding=1), _Pair(), nn.Linear(4 * 16 * 16, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features, _ = self.pair(torch.relu(self.conv(x)))
+        return self.head(features.flatten(1))
+
+
+def test_representation_leaves_out_non_tensor_outputs_by_default_and_refuses_them_by_name(setup):
+    _, inputs, targets = setup
+    model = _TupleNet().eval()
+    kw = {"of": "representation", "n_samples": 2, "batch_size": B, "drop_changed": False}
+    default = relative_stability(Gradient(), model, inputs, targets, **kw)
+    conv_head = relative_stability(Gradient(), model, inputs, targets, layers=["conv", "head"], **kw)
+    torch.testing.assert_close(default, conv_head)  # "pair" is left out of the default layers
+    with pytest.raises(TypeError, match=r"layer 'pair' returns tuple, not a Tensor \[N=4, \.\.\.\]"):
+        relative_stability(Gradient(), model, inputs, targets, layers=["pair"], **kw)
+    assert all(not m._forward_hooks for m in model.modules())  # removed, also after the error

@@ -23,6 +23,7 @@ from lightning_saliency.methods.registry import get_method
 from lightning_saliency.metrics.functional._common import _check_batch_size, _check_model_inputs, _scoring
 from lightning_saliency.metrics.functional._perturbed import Explainer, Phi, _explainer, _normalised
 from lightning_saliency.metrics.functional.correlation import spearman
+from lightning_saliency.metrics.functional.sanity import _seed
 from lightning_saliency.targets import ClassTarget, Target, TargetLike, UndefinedForTarget
 
 __all__ = [
@@ -280,6 +281,7 @@ def smooth_mprt(
         inputs = inputs.detach().clone()  # a normal tensor (a copy outside inference mode)
 
         def smoothed(m: nn.Module) -> Tensor:
+            _seed([inputs.device], seed)  # a stochastic method draws the same noise for every model
             e = _smoothed(_phi(method, m, target, targets, run), inputs, noise, float(noise_magnitude), batch_size)
             return e.abs() if absolute else e
 
@@ -367,9 +369,11 @@ def efficient_mprt(
     with preserved_rng([inputs.device]), gradients_enabled():
         inputs = inputs.detach().clone()
         phi = _phi(method, model, target, targets, run)
+        _seed([inputs.device], seed)  # a stochastic method draws the same noise for both models
         before = discrete_entropy(_normalised(phi(inputs, all_rows), mode, absolute), n_bins)
         *_, (_, twin) = randomised_models(model, layer_order, seed)  # cascading: the last has every layer random
         phi = _phi(method, twin, target, targets, run)
+        _seed([inputs.device], seed)
         after = discrete_entropy(_normalised(phi(inputs, all_rows), mode, absolute), n_bins)
     rise = (after - before) / torch.where(before == 0, torch.ones_like(before), before)
     return torch.where(before == 0, torch.zeros_like(rise), rise).float()

@@ -205,16 +205,22 @@ def hidden_layers(model: nn.Module) -> list[str]:
     ]
 
 
-def _representation(model: nn.Module, x: Tensor, layers: Sequence[str], run: Run) -> Tensor:
-    """The outputs of ``layers`` on ``x``, each flattened, concatenated: ``[N, R]`` float32 (hooks removed after)."""
+def _representation(model: nn.Module, x: Tensor, layers: Sequence[str], run: Run, strict: bool) -> Tensor:
+    """The outputs of ``layers`` on ``x``, each flattened, concatenated: ``[N, R]`` float32 (hooks removed after).
+
+    A layer whose output is not a Tensor ``[N, ...]`` is an error if ``strict`` (layers the user named), else
+    left out (the default layers: e.g. attention modules returning tuples).
+    """
     modules = dict(model.named_modules())
     captured: list[Tensor] = []
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
-        if not isinstance(output, Tensor):
+        if isinstance(output, Tensor) and output.ndim >= 1 and output.shape[0] == x.shape[0]:
+            captured.append(output.detach().float().reshape(x.shape[0], -1))
+        elif strict:
             name = next(n for n, m in modules.items() if m is module)
-            raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a Tensor; choose other layers.")
-        captured.append(output.detach().float().flatten(1))
+            got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise TypeError(f"layer {name!r} returns {got}, not a Tensor [N={x.shape[0]}, ...]; choose other layers.")
 
     handles = [modules[name].register_forward_hook(hook) for name in layers]
     try:
@@ -274,8 +280,9 @@ def relative_stability(
     * ``of="input"``: ``||(x - x_j) / x||_2``;
     * ``of="output"``: ``||h(x) - h(x_j)||_2``, ``h`` the model's output (logits);
     * ``of="representation"``: ``||(L(x) - L(x_j)) / L(x)||_2``, ``L`` the outputs of ``layers`` (default
-      :func:`hidden_layers`, as Quantus: every non-``Sequential`` module) flattened and concatenated, read by
-      forward hooks that are removed after each forward, also on error.
+      :func:`hidden_layers`, as Quantus: every non-``Sequential`` module, leaving out outputs that are not a
+      Tensor with the batch first) flattened and concatenated, read by forward hooks that are removed after each
+      forward, also on error.
 
     Zeros in ``Phi(x)``, ``x``, ``L(x)`` and ``D_j`` are replaced by ``eps_min``, as Quantus. Lower is better.
 
@@ -331,10 +338,11 @@ def relative_stability(
 
     elif of == "representation":
         names = _layer_names(model, layers)
-        clean = _representation(model, inputs, names, run)  # [B,R]
+        strict = layers is not None
+        clean = _representation(model, inputs, names, run, strict)  # [B,R]
 
         def denominator(rows: Tensor, x: Tensor) -> Tensor:
-            return _relative(_representation(model, x, names, run), clean[rows], eps_min)
+            return _relative(_representation(model, x, names, run, strict), clean[rows], eps_min)
 
     else:
         raise ValueError(f"of must be 'input', 'output' or 'representation', got {of!r}.")
