@@ -69,10 +69,14 @@ def _each_pair(fn: Callable[[Tensor, Tensor], Tensor], b: int, n: int, batch_siz
     return table.view(n, b, *table.shape[1:]).transpose(0, 1)
 
 
+def _predicted(out: Tensor) -> Tensor:
+    """The predicted class ``[N, P]`` of an output: ``argmax`` over dim 1, per position (``P = 1`` for ``[N, K]``)."""
+    return out.float().argmax(1).reshape(out.shape[0], -1) if out.ndim > 1 else out.new_zeros(out.shape[0], 1).long()
+
+
 def _predictions(model: nn.Module, x: Tensor, run: Run) -> Tensor:
-    """The predicted class ``[N, P]``: ``argmax`` over dim 1 of the output, per position (``P = 1`` for ``[N, K]``)."""
-    out = run.output(model, x)
-    return out.float().argmax(1).reshape(x.shape[0], -1) if out.ndim > 1 else out.new_zeros(x.shape[0], 1).long()
+    """The predicted class ``[N, P]`` of ``x``; one forward."""
+    return _predicted(run.output(model, x))
 
 
 def _reduce(values: Tensor, kept: Tensor | None, how: str, score: str) -> Tensor:
@@ -134,8 +138,9 @@ def _check_bounds(lower_bound: Any, upper_bound: Any) -> tuple[float, float]:
 Perturb = Callable[[Tensor, Tensor], Tensor]
 """``perturb(rows, samples)``: the perturbed inputs ``[N, C, H, W]`` of pairs (image ``rows``, ``samples``)."""
 
-Value = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-"""``value(rows, x_perturbed, e_perturbed, e_clean)``: each pair's value ``[N]`` (explanations ``[N, D]``)."""
+Value = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor | tuple[Tensor, Tensor]]
+"""``value(rows, x_perturbed, e_perturbed, e_clean)``: each pair's value ``[N]`` (explanations ``[N, D]``), or
+``(value, output)`` when it ran the model on ``x_perturbed`` anyway (its output then gives the predictions)."""
 
 
 def _shifted(inputs: Tensor, deltas: Tensor) -> Perturb:
@@ -201,12 +206,15 @@ def _perturbed_table(
 
         def pair(rows: Tensor, samples: Tensor) -> Tensor:
             x = perturb(rows, samples)  # [N,C,H,W]
-            v = value(rows, x, phi(x, rows), base[rows]).float()  # [N]
+            got = value(rows, x, phi(x, rows), base[rows])
+            v, out = got if isinstance(got, tuple) else (got, None)  # [N], the output on x if value ran it
             if not drop_changed:
-                return v[:, None]
-            with _scoring(model, inputs):
-                kept = (_predictions(model, x, run) == predicted[rows]).all(1)  # [N]
-            return torch.stack([v, kept.float()], 1)  # [N,2]
+                return v.float()[:, None]
+            if out is None:
+                with _scoring(model, inputs):
+                    out = run.output(model, x)
+            kept = (_predicted(out) == predicted[rows]).all(1)  # [N]
+            return torch.stack([v.float(), kept.float()], 1)  # [N,2]
 
         table = _each_pair(pair, b, n, batch_size, inputs.device)  # [B,n,1 or 2]
     return table[..., 0], (table[..., 1] > 0) if drop_changed else None

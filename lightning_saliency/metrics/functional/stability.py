@@ -205,8 +205,12 @@ def hidden_layers(model: nn.Module) -> list[str]:
     ]
 
 
-def _representation(model: nn.Module, x: Tensor, layers: Sequence[str], run: Run, strict: bool) -> Tensor:
-    """The outputs of ``layers`` on ``x``, each flattened, concatenated: ``[N, R]`` float32 (hooks removed after).
+def _representation(
+    model: nn.Module, x: Tensor, layers: Sequence[str], run: Run, strict: bool
+) -> tuple[Tensor, Tensor]:
+    """The outputs of ``layers`` on ``x``, each flattened, concatenated ``[N, R]`` float32, and the model's output.
+
+    Read by forward hooks, removed after the forward (also on error).
 
     A layer whose output is not a Tensor ``[N, ...]`` is an error if ``strict`` (layers the user named), else
     left out (the default layers: e.g. attention modules returning tuples).
@@ -225,13 +229,13 @@ def _representation(model: nn.Module, x: Tensor, layers: Sequence[str], run: Run
     handles = [modules[name].register_forward_hook(hook) for name in layers]
     try:
         with _scoring(model, x):
-            run.output(model, x)
+            out = run.output(model, x)
     finally:
         for handle in handles:
             handle.remove()
     if not captured:
         raise ValueError(f"none of the layers {list(layers)} ran in the model's forward.")
-    return torch.cat(captured, 1)
+    return torch.cat(captured, 1), out
 
 
 def _relative(a: Tensor, a0: Tensor, eps_min: float) -> Tensor:
@@ -324,33 +328,35 @@ def relative_stability(
     run = run or Run()
     if of == "input":
 
-        def denominator(rows: Tensor, x: Tensor) -> Tensor:
-            return _relative(x.float().flatten(1), inputs[rows].float().flatten(1), eps_min)
+        def denominator(rows: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
+            return _relative(x.float().flatten(1), inputs[rows].float().flatten(1), eps_min), None
 
     elif of == "output":
         with _scoring(model, inputs):
             clean = run.output(model, inputs).float().flatten(1)  # [B,K]
 
-        def denominator(rows: Tensor, x: Tensor) -> Tensor:
+        def denominator(rows: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
             with _scoring(model, x):
-                out = run.output(model, x).float().flatten(1)  # [N,K]
-            return torch.linalg.vector_norm(clean[rows] - out, dim=1)
+                out = run.output(model, x)
+            return torch.linalg.vector_norm(clean[rows] - out.float().flatten(1), dim=1), out
 
     elif of == "representation":
         names = _layer_names(model, layers)
         strict = layers is not None
-        clean = _representation(model, inputs, names, run, strict)  # [B,R]
+        clean, _ = _representation(model, inputs, names, run, strict)  # [B,R]
 
-        def denominator(rows: Tensor, x: Tensor) -> Tensor:
-            return _relative(_representation(model, x, names, run, strict), clean[rows], eps_min)
+        def denominator(rows: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
+            representation, out = _representation(model, x, names, run, strict)  # [N,R]
+            return _relative(representation, clean[rows], eps_min), out
 
     else:
         raise ValueError(f"of must be 'input', 'output' or 'representation', got {of!r}.")
     deltas = _uniform_perturbations(tuple(inputs.shape[1:]), n_samples, low, high, seed)
 
-    def value(rows: Tensor, x: Tensor, e: Tensor, e0: Tensor) -> Tensor:
-        den = denominator(rows, x)  # [N]
-        return _relative(e, e0, eps_min) / (den + (den == 0) * eps_min)
+    def value(rows: Tensor, x: Tensor, e: Tensor, e0: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        den, out = denominator(rows, x)  # [N], the output on x if the denominator ran the model
+        ratio = _relative(e, e0, eps_min) / (den + (den == 0) * eps_min)
+        return ratio if out is None else (ratio, out)
 
     options = _Options("second_moment" if normalise else None, absolute, drop_changed, batch_size, run)
     values, kept = _perturbed_table(
