@@ -25,8 +25,11 @@ from lightning_saliency.metrics.faithfulness_regions import (
 )
 from lightning_saliency.metrics.functional import (
     average_drop,
+    avg_sensitivity,
+    continuity,
     curve_auc,
     deletion_curve,
+    efficient_mprt,
     energy_pointing_game,
     faithfulness_correlation,
     faithfulness_correlation_subsets,
@@ -34,6 +37,7 @@ from lightning_saliency.metrics.functional import (
     increase_in_confidence,
     infidelity,
     insertion_curve,
+    local_lipschitz_estimate,
     localisation_iou,
     map_stability,
     masked_attack_norm,
@@ -46,12 +50,15 @@ from lightning_saliency.metrics.functional import (
     pixel_flipping,
     pixel_flipping_curve,
     pointing_game,
+    random_logit,
     randomisable_layers,
     region_masks,
+    relative_stability,
     road_curves,
     road_score,
     saliency_attack_score,
     sensitivity_max,
+    smooth_mprt,
     spearman,
 )
 from lightning_saliency.metrics.functional.faithfulness_regions import (
@@ -64,6 +71,7 @@ from lightning_saliency.metrics.functional.faithfulness_regions import (
 )
 from lightning_saliency.metrics.localisation import EnergyPointingGame, LocalisationIoU, PointingGame
 from lightning_saliency.metrics.perturbation import AverageDrop, DeletionAUC, IncreaseInConfidence, InsertionAUC
+from lightning_saliency.metrics.randomisation import EfficientMPRT, RandomLogit, SmoothMPRT
 from lightning_saliency.metrics.registry import (
     SCORES,
     ScoreContext,
@@ -74,7 +82,16 @@ from lightning_saliency.metrics.registry import (
     evaluate_scores,
 )
 from lightning_saliency.metrics.road import ROADCombined
-from lightning_saliency.metrics.robustness import Infidelity, SensitivityMax
+from lightning_saliency.metrics.robustness import (
+    AvgSensitivity,
+    Continuity,
+    Infidelity,
+    LocalLipschitzEstimate,
+    RelativeInputStability,
+    RelativeOutputStability,
+    RelativeRepresentationStability,
+    SensitivityMax,
+)
 from lightning_saliency.metrics.sanity import ModelRandomisation, SaliencyAttack
 from lightning_saliency.metrics.stability import MapStability
 
@@ -185,4 +202,22 @@ __all__ = [
     "pearson",
     "pixel_flipping",
     "pixel_flipping_curve",
+    # Quantus robustness family (issue #18)
+    "AvgSensitivity",
+    "Continuity",
+    "LocalLipschitzEstimate",
+    "RelativeInputStability",
+    "RelativeOutputStability",
+    "RelativeRepresentationStability",
+    "avg_sensitivity",
+    "continuity",
+    "local_lipschitz_estimate",
+    "relative_stability",
+    # Quantus randomisation family (issue #18)
+    "EfficientMPRT",
+    "RandomLogit",
+    "SmoothMPRT",
+    "efficient_mprt",
+    "random_logit",
+    "smooth_mprt",
 ]

@@ -74,9 +74,11 @@ from lightning_saliency.metrics.functional.perturbation import (
     increase_in_confidence,
     insertion_curve,
 )
+from lightning_saliency.metrics.functional.randomisation import efficient_mprt, random_logit, smooth_mprt
 from lightning_saliency.metrics.functional.road import road_score
-from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
+from lightning_saliency.metrics.functional.robustness import avg_sensitivity, infidelity, sensitivity_max
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score
+from lightning_saliency.metrics.functional.stability import continuity, local_lipschitz_estimate, relative_stability
 from lightning_saliency.targets import ClassTarget, Target, TargetLike
 
 __all__ = [
@@ -488,7 +490,38 @@ def _pixel_flipping(ctx: ScoreContext) -> dict[str, Tensor]:
     return {"pixel_flipping": curve_auc(curves) if curves.shape[1] > 1 else curves[:, 0]}
 
 
+def _reexplaining(name: str, function: Callable[..., Tensor], **options: object) -> Compute:
+    """Compute of a score that re-explains perturbed inputs with the context's method (Quantus' robustness)."""
+
+    def compute(ctx: ScoreContext) -> dict[str, Tensor]:
+        model, inputs, targets = _model_context(ctx)
+        assert ctx.method is not None
+        return {name: function(ctx.method, model, inputs, targets, batch_size=ctx.batch_size, run=ctx.run, **options)}
+
+    return compute
+
+
+def _random_logit(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    return {"random_logit": random_logit(ctx.method, model, inputs, targets, run=ctx.run)}
+
+
+def _smooth_mprt(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    rho = smooth_mprt(model, inputs, targets, ctx.method, batch_size=ctx.batch_size, run=ctx.run)  # [L,B]
+    return {"smooth_mprt": rho.mean(0)}
+
+
+def _efficient_mprt(ctx: ScoreContext) -> dict[str, Tensor]:
+    model, inputs, targets = _model_context(ctx)
+    assert ctx.method is not None
+    return {"efficient_mprt": efficient_mprt(model, inputs, targets, ctx.method, run=ctx.run)}
+
+
 _REGIONS: frozenset[Need] = frozenset({"regions"})
+_REEXPLAIN: frozenset[Need] = frozenset({"model", "method"})
 _PROBABILITY: frozenset[Need] = frozenset({"model", "confidence"})
 _COSTLY = {"schedule": "costly", "default": False, "forwards": None}
 
@@ -759,6 +792,80 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             needs=_PROBABILITY,
             default=False,
             forwards=lambda steps: steps,
+        ),
+        # Quantus robustness family (issue #18)
+        "local_lipschitz_estimate": ScoreInfo(
+            "Local Lipschitz Estimate (Quantus): largest ||map change|| / ||input change|| under N(0, 0.1) noise.",
+            False,
+            local_lipschitz_estimate,
+            _reexplaining("local_lipschitz_estimate", local_lipschitz_estimate),
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "avg_sensitivity": ScoreInfo(
+            "Average sensitivity (Quantus): mean relative change of the explanation under U(-0.2, 0.2) noise.",
+            False,
+            avg_sensitivity,
+            _reexplaining("avg_sensitivity", avg_sensitivity),
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "continuity": ScoreInfo(
+            "Continuity (Quantus): largest L1 map change / L2 input change over 28 horizontal translations.",
+            False,
+            continuity,
+            _reexplaining("continuity", continuity),
+            needs=_REEXPLAIN | {"images"},
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "relative_input_stability": ScoreInfo(
+            "Relative input stability (Quantus, Agarwal 2022): relative map change over relative input change.",
+            False,
+            relative_stability,
+            _reexplaining("relative_input_stability", relative_stability, of="input"),
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "relative_output_stability": ScoreInfo(
+            "Relative output stability (Quantus, Agarwal 2022): relative map change over the change of the logits.",
+            False,
+            relative_stability,
+            _reexplaining("relative_output_stability", relative_stability, of="output"),
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "relative_representation_stability": ScoreInfo(
+            "Relative representation stability (Quantus, Agarwal 2022): over the relative change of every layer.",
+            False,
+            relative_stability,
+            _reexplaining("relative_representation_stability", relative_stability, of="representation"),
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        # Quantus randomisation family (issue #18)
+        "random_logit": ScoreInfo(
+            "Random Logit (Quantus): SSIM of the explanation of the target and of a random other class.",
+            False,
+            random_logit,
+            _random_logit,
+            needs=_REEXPLAIN | {"classes"},
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "smooth_mprt": ScoreInfo(
+            "Smooth MPRT (Quantus): Spearman rho of noise-averaged maps as a copy's layers are randomised, mean.",
+            False,
+            smooth_mprt,
+            _smooth_mprt,
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
+        ),
+        "efficient_mprt": ScoreInfo(
+            "Efficient MPRT (Quantus): relative rise of the map's histogram entropy on a fully randomised copy.",
+            True,
+            efficient_mprt,
+            _efficient_mprt,
+            needs=_REEXPLAIN,
+            **_COSTLY,  # type: ignore[arg-type]
         ),
     }
 )

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from lightning_saliency import metrics
 from lightning_saliency.metrics import (
     IROF,
     SCORES,
@@ -151,6 +152,16 @@ def test_registry_agrees_with_metric_classes():
         "monotonicity": Monotonicity,
         "monotonicity_correlation": MonotonicityCorrelation,
         "pixel_flipping": PixelFlipping,
+        # Quantus robustness and randomisation families (issue #18)
+        "local_lipschitz_estimate": metrics.LocalLipschitzEstimate,
+        "avg_sensitivity": metrics.AvgSensitivity,
+        "continuity": metrics.Continuity,
+        "relative_input_stability": metrics.RelativeInputStability,
+        "relative_output_stability": metrics.RelativeOutputStability,
+        "relative_representation_stability": metrics.RelativeRepresentationStability,
+        "random_logit": metrics.RandomLogit,
+        "smooth_mprt": metrics.SmoothMPRT,
+        "efficient_mprt": metrics.EfficientMPRT,
     }
     assert set(SCORES) == set(classes)
     for name, cls in classes.items():

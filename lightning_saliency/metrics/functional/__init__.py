@@ -44,6 +44,16 @@ from lightning_saliency.metrics.functional.perturbation import (
     insertion_curve,
     perturbation_baseline,
 )
+from lightning_saliency.metrics.functional.randomisation import (
+    discrete_entropy,
+    efficient_mprt,
+    random_logit,
+    random_off_classes,
+    randomised_models,
+    smooth_mprt,
+    smooth_mprt_noise,
+    structural_similarity,
+)
 from lightning_saliency.metrics.functional.road import (
     DEFAULT_PERCENTAGES,
     noisy_linear_imputation,
@@ -51,8 +61,21 @@ from lightning_saliency.metrics.functional.road import (
     road_masks,
     road_score,
 )
-from lightning_saliency.metrics.functional.robustness import infidelity, sensitivity_max
+
+# Quantus robustness family (issue #18)
+from lightning_saliency.metrics.functional.robustness import (
+    avg_sensitivity,
+    infidelity,
+    sensitivity_max,
+)
 from lightning_saliency.metrics.functional.sanity import model_randomisation_score, randomisable_layers
+from lightning_saliency.metrics.functional.stability import (
+    continuity,
+    hidden_layers,
+    local_lipschitz_estimate,
+    relative_stability,
+    translations,
+)
 
 # isort: split
 # Quantus' localisation, complexity and axiomatic scores (qloc)
@@ -124,4 +147,20 @@ __all__ = [
     "pearson",
     "pixel_flipping",
     "pixel_flipping_curve",
+    # Quantus robustness family (issue #18)
+    "avg_sensitivity",
+    "continuity",
+    "hidden_layers",
+    "local_lipschitz_estimate",
+    "relative_stability",
+    "translations",
+    # Quantus randomisation family (issue #18)
+    "discrete_entropy",
+    "efficient_mprt",
+    "random_logit",
+    "random_off_classes",
+    "randomised_models",
+    "smooth_mprt",
+    "smooth_mprt_noise",
+    "structural_similarity",
 ]

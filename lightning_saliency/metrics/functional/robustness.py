@@ -1,4 +1,4 @@
-"""Infidelity and max-sensitivity (Yeh et al. 2019), exactly as captum's ``captum.metrics`` defines them, seeded.
+"""Infidelity and max-sensitivity (Yeh et al. 2019) as captum defines them, average sensitivity as Quantus; seeded.
 
 Both draw their perturbations from a private generator seeded with ``seed`` (on the CPU, then moved): one draw of
 ``n_perturb_samples`` perturbations ``[C, H, W]`` shared by every image, so a score does not depend on which other
@@ -7,21 +7,31 @@ images are in the batch and training's RNG streams are untouched.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
+from lightning_saliency._checks import an_int, check_inputs, int_at_least
 from lightning_saliency._runtime import Run
-from lightning_saliency.methods.base import SaliencyMethod
 from lightning_saliency.metrics.functional._common import _check_batch_size, _check_model_inputs, _scoring
+from lightning_saliency.metrics.functional._perturbed import (
+    Explainer,
+    _check_bounds,
+    _Options,
+    _perturbed_table,
+    _reduce,
+    _shifted,
+    _uniform_perturbations,
+)
 from lightning_saliency.targets import Target, TargetLike
 
-__all__ = ["infidelity", "infidelity_perturbations", "sensitivity_max", "sensitivity_perturbations"]
-
-Explainer = SaliencyMethod | Callable[[nn.Module, Tensor, Any], Tensor]
-"""A saliency method instance, or ``f(model, inputs, targets) -> explanation`` (any shape with batch first)."""
+__all__ = [
+    "Explainer",
+    "avg_sensitivity",
+    "infidelity",
+    "infidelity_perturbations",
+    "sensitivity_max",
+    "sensitivity_perturbations",
+]
 
 
 def _check_samples(n_perturb_samples: int) -> None:
@@ -178,28 +188,97 @@ def sensitivity_max(
         >>> sensitivity_max(Gradient(), net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), n_perturb_samples=3)
         tensor([0., 0.])
     """
-    target = _check_model_inputs(inputs, targets, model, run)
     _check_samples(n_perturb_samples)
     if not (isinstance(perturb_radius, (int, float)) and perturb_radius >= 0):
         raise ValueError(f"perturb_radius must be a float >= 0, got {perturb_radius!r}.")
-    ord_: float = 2.0 if norm_ord == "fro" else float(norm_ord)
-    run = run or Run()
-
-    def phi(x: Tensor) -> Tensor:
-        if isinstance(explain, SaliencyMethod):
-            out = explain(model, x, target, precision=run.precision, output_adapter=run.output_adapter)
-        elif callable(explain):
-            out = explain(model, x, targets)  # the targets as the caller gave them
-        else:
-            raise TypeError(f"explain must be a SaliencyMethod or a callable, got {type(explain).__name__}.")
-        return out.detach().float().flatten(1)  # [B,D]
-
-    base = phi(inputs)
-    base_norm = torch.linalg.vector_norm(base, ord=ord_, dim=1)
-    base_norm = torch.where(base_norm == 0, torch.ones_like(base_norm), base_norm)
     deltas = sensitivity_perturbations(tuple(inputs.shape[1:]), n_perturb_samples, perturb_radius, seed)
-    worst = torch.zeros(inputs.shape[0], device=inputs.device)
-    for delta in deltas.to(inputs.device):
-        moved = phi((inputs.float() + delta[None]).to(inputs.dtype))
-        worst = torch.maximum(worst, torch.linalg.vector_norm(moved - base, ord=ord_, dim=1) / base_norm)
-    return worst
+    b = inputs.shape[0]  # one perturbation of the batch per explanation, as captum's max_examples_per_batch=B
+    values, _ = _sensitivities(explain, model, inputs, targets, deltas, norm_ord, _Options(batch_size=b, run=run))
+    return values.amax(1)
+
+
+def _sensitivities(
+    explain: Explainer,
+    model: nn.Module,
+    inputs: Tensor,
+    targets: TargetLike,
+    deltas: Tensor,
+    norm_ord: str | float,
+    options: _Options,
+) -> tuple[Tensor, Tensor | None]:
+    """``||Phi(x + delta_j) - Phi(x)|| / ||Phi(x)||`` ``[B, n]`` (zero norm -> 1), and which kept the prediction.
+
+    ``options``: see :func:`_perturbed_table`.
+    """
+    check_inputs(inputs)
+    ord_: float = 2.0 if norm_ord == "fro" else float(norm_ord)
+
+    def value(rows: Tensor, x: Tensor, e: Tensor, e0: Tensor) -> Tensor:
+        base_norm = torch.linalg.vector_norm(e0, ord=ord_, dim=1)
+        base_norm = torch.where(base_norm == 0, torch.ones_like(base_norm), base_norm)
+        return torch.linalg.vector_norm(e - e0, ord=ord_, dim=1) / base_norm
+
+    return _perturbed_table(explain, model, inputs, targets, deltas.shape[0], _shifted(inputs, deltas), value, options)
+
+
+def avg_sensitivity(
+    explain: Explainer,
+    model: nn.Module,
+    inputs: Tensor,
+    targets: TargetLike,
+    *,
+    n_samples: int = 200,
+    lower_bound: float = 0.2,
+    upper_bound: float | None = None,
+    normalise: bool = False,
+    absolute: bool = False,
+    drop_changed: bool = False,
+    seed: int = 0,
+    batch_size: int = 64,
+    run: Run | None = None,
+) -> Tensor:
+    """Average sensitivity per image (Yeh et al. 2019; Quantus' ``AvgSensitivity``, same defaults).
+
+    ``mean_j ||Phi(x + delta_j) - Phi(x)||_2 / ||Phi(x)||_2``: :func:`sensitivity_max` with the mean instead of
+    the maximum, over ``n_samples`` (200) seeded ``delta_j`` uniform in ``[-lower_bound, lower_bound]`` (0.2), or
+    in ``[lower_bound, upper_bound]`` given an upper bound. ``||Phi(x)|| = 0`` is replaced by 1 (Quantus divides
+    by it). Lower is better. With ``drop_changed``, perturbations that change the prediction are left out of the
+    mean (Quantus' ``return_nan_when_prediction_changes`` with ``np.nanmean``).
+
+    Args:
+        explain: A saliency method (maps ``[B, 1, H, W]``) or ``f(model, inputs, targets) -> explanation``.
+        model: The model.
+        inputs: ``[B, C, H, W]`` float images.
+        targets: What is explained (the same for the perturbed inputs).
+        n_samples: Perturbations per image; each costs one explanation.
+        lower_bound: See above.
+        upper_bound: See above.
+        normalise: Divide each explanation by its largest absolute value first (Quantus' ``normalise``).
+        absolute: Take ``|Phi|`` first.
+        drop_changed: Leave out perturbations that change the prediction.
+        seed: Seed of the perturbations.
+        batch_size: Most (image, perturbation) pairs explained at once.
+        run: Precision and output adapter.
+
+    Returns:
+        ``[B]`` float32.
+
+    Example:
+        >>> from lightning_saliency.methods import Gradient
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))  # linear: its gradient map does not move
+        >>> avg_sensitivity(Gradient(), net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), n_samples=3)
+        tensor([0., 0.])
+    """
+    int_at_least(n_samples, 1, "n_samples")
+    an_int(seed, "seed")
+    _check_batch_size(batch_size)
+    low, high = _check_bounds(lower_bound, upper_bound)
+    check_inputs(inputs)
+    shape = tuple(inputs.shape[1:])
+    if upper_bound is None:  # the draws of sensitivity_max
+        deltas = sensitivity_perturbations(shape, n_samples, float(lower_bound), seed)
+    else:
+        deltas = _uniform_perturbations(shape, n_samples, low, high, seed)
+    options = _Options("max" if normalise else None, absolute, drop_changed, batch_size, run)
+    values, kept = _sensitivities(explain, model, inputs, targets, deltas, "fro", options)
+    return _reduce(values, kept, "mean", "avg_sensitivity")
