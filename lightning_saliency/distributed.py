@@ -133,9 +133,16 @@ def lost_anywhere(labels: list[str]) -> set[str]:
     """
     if not _REPLICATED.get():
         return set(labels)
+    return {label for rank_labels in _all_gather_object(sorted(labels)) for label in rank_labels}
+
+
+def _all_gather_object(obj: T) -> list[T]:
+    """Every rank's ``obj`` (the default process group): one collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
     gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, sorted(labels))
-    return {label for rank_labels in gathered for label in rank_labels}
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def _all_reduce_max(tensor: Tensor) -> Tensor:

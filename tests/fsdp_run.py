@@ -69,6 +69,18 @@ if __name__ == "__main__":
         return scores
 
     scoring_module.compute_scores = compute_scores
+    import lightning_saliency.distributed as distributed
+
+    broadcast, overruled = distributed._broadcast, [0, 0]  # agreed decisions: all, and those rank 0 changed here
+
+    def counted_broadcast(tensor):
+        mine = tensor.clone()
+        out = broadcast(tensor)
+        overruled[0] += 1
+        overruled[1] += int(not torch.equal(mine, out))
+        return out
+
+    distributed._broadcast = counted_broadcast
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     model = (TinyClassifier if mode == "single" else Sharded)()
@@ -109,6 +121,8 @@ if __name__ == "__main__":
         trainer.fit(model, DataLoader(make_data(32, seed=2), batch_size=8), val)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = model.state_dict() if mode == "single" else get_model_state_dict(model, options=options)  # collective
+    if mode != "single":
+        torch.save(overruled, out / f"agreed_rank{trainer.global_rank}.pt")
     if trainer.is_global_zero:
         torch.save(
             {
