@@ -3,9 +3,11 @@
 The callback orchestrates Lightning's hooks; the work is done by phases, each in its own module:
 
 1. take the probe: :func:`lightning_saliency.probe.probe_from_trainer` (every rank, the same probe);
-2. compute maps: :mod:`lightning_saliency.monitoring.maps` (each rank its share of the probe);
+2. compute maps: :mod:`lightning_saliency.monitoring.maps` (each rank its share of the probe; under a sharded
+   strategy, FSDP, every rank the whole probe, since every forward needs every rank);
 3. score: :mod:`lightning_saliency.monitoring.scoring`, dispatched from the score registry;
-4. agree and gather across ranks: :mod:`lightning_saliency.distributed` (the one place with collectives);
+4. agree and gather across ranks: :mod:`lightning_saliency.distributed` (the one place with collectives; nothing
+   to gather under a sharded strategy);
 5. summarise across epochs (history, scores against the previous epoch, alarms):
    :mod:`lightning_saliency.monitoring.summary` (rank 0);
 6. render: :mod:`lightning_saliency.monitoring.rendering` (rank 0);
@@ -404,6 +406,9 @@ class SaliencyMonitor(EpochEndMonitor):
                     nonlocal planned
                     assert keeper is not None
                     assert probe is not None
+                    if replicated:  # whether a rank needs the estimate's forward is its own: run it on all, or none
+                        seconds = forward()
+                        forward = lambda: seconds  # noqa: E731
                     plan = from_rank_zero(trainer, keeper.plan(names, len(probe), start, forward, len(done.maps)))
                     planned = True
                     if plan is None:
