@@ -10,6 +10,8 @@
   only after its forwards. BatchNorm's running statistics are not synchronised by FSDP, so the ranks' models differ
   in eval mode: their maps, and the forward counts they would choose, differ.
 * ``plain``: the same fit without the monitor (the weights must be bit-identical).
+* ``validate``: two processes, ``validate`` with the monitor on the untrained model (not used by the tests: a
+  manual check that the monitor runs outside ``fit`` under FSDP2).
 * ``single``: one process, no strategy: ``validate`` with the monitor on the weights in ``WEIGHTS`` (the monitor
   run's full state dict after its fit, i.e. at its last validation), to compare with rank 0's maps and scores.
 
@@ -115,7 +117,7 @@ if __name__ == "__main__":
         deterministic=True,
     )
     val = DataLoader(make_data(24, seed=1), batch_size=8)
-    if mode == "single":
+    if mode in ("single", "validate"):
         trainer.validate(model, val, verbose=False)
     else:
         trainer.fit(model, DataLoader(make_data(32, seed=2), batch_size=8), val)
