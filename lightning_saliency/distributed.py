@@ -9,11 +9,25 @@ and score names, so that all ranks drop the same methods and scores), then, unle
 is called from a rank-0-only branch; ``tests/test_distributed.py`` checks that the sequence of collectives is the
 same on every rank whatever fails where.
 
+**Sharded models** (FSDP, FSDP2 through ``ModelParallelStrategy``): every forward is itself a collective (the
+ranks all-gather the parameters), so the probe is not sharded: every rank runs the whole probe, the same forwards
+in the same order, and nothing is gathered (rank 0 has every result). Where a method or score decides from data
+how many forwards to run (Score-CAM's distinct channels, an attack's early stop), it takes rank 0's decision
+through :func:`agreed`, and a retry after a failure is decided by :func:`on_any_rank` (a shared gradient pass that
+failed on one rank is retried method by method on all), and a method whose maps failed on one rank is scored on
+none (:func:`lost_anywhere`); these are collectives only inside :func:`replicated_work`
+(the monitor's work under a sharded strategy) and free everywhere else. A failure on one rank only in the middle of
+a method's forwards (e.g. out of memory on one device) cannot be evened out: the ranks' forwards part ways, and
+the run fails (or waits for the backend's timeout); failures after the forwards are agreed as under DDP.
+
 With one process (or no initialised process group) every function is local and free.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,9 +38,125 @@ from torch import Tensor
 
 from lightning_saliency.monitoring.result import EpochResult, FailureKey, Failures
 
-__all__ = ["Report", "agree", "agreed_error", "all_gather_objects", "gather_result", "gather_rows", "shard"]
+__all__ = [
+    "REFUSED_STRATEGIES",
+    "SHARDED_STRATEGIES",
+    "Report",
+    "agree",
+    "agreed",
+    "agreed_error",
+    "all_gather_objects",
+    "gather_result",
+    "gather_rows",
+    "is_sharded",
+    "lost_anywhere",
+    "on_any_rank",
+    "replicated_work",
+    "shard",
+]
 
 T = TypeVar("T")
+
+SHARDED_STRATEGIES = ("FSDPStrategy", "ModelParallelStrategy")
+"""Strategies whose forwards are collectives (sharded parameters): the probe runs whole on every rank."""
+REFUSED_STRATEGIES = ("DeepSpeedStrategy",)
+"""Strategies the monitor refuses: DeepSpeed's engine owns the forward (ZeRO-3 partitions parameters inside it)."""
+
+_REPLICATED: ContextVar[bool] = ContextVar("lightning_saliency_replicated", default=False)
+
+
+def is_sharded(strategy: object) -> bool:
+    """Whether ``strategy`` shards the parameters, so that every forward needs every rank (by class name).
+
+    Example:
+        >>> from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
+        >>> is_sharded(DDPStrategy()), is_sharded(ModelParallelStrategy())
+        (False, True)
+    """
+    return any(cls.__name__ in SHARDED_STRATEGIES for cls in type(strategy).__mro__)
+
+
+@contextmanager
+def replicated_work(trainer: pl.Trainer) -> Iterator[bool]:
+    """The monitor's work of one epoch; under a sharded strategy with several ranks, :func:`agreed` broadcasts.
+
+    Yields whether the work is replicated (every rank runs the whole probe).
+    """
+    replicated = trainer.world_size > 1 and is_sharded(trainer.strategy)
+    token = _REPLICATED.set(replicated)
+    try:
+        yield replicated
+    finally:
+        _REPLICATED.reset(token)
+
+
+def agreed(value: Tensor) -> Tensor:
+    """Rank 0's ``value`` on every rank inside :func:`replicated_work` (one broadcast), else ``value`` itself.
+
+    For the data-dependent decisions of methods and scores that set how many forwards run (a mask, the groups of
+    equal channels): every rank must call it at the same point, with the same shape and dtype.
+
+    Example:
+        >>> agreed(torch.tensor([True, False]))  # outside a sharded run: free
+        tensor([ True, False])
+    """
+    if not _REPLICATED.get():
+        return value
+    wire = value.detach().to(torch.int64 if not value.is_floating_point() else torch.float64).contiguous()
+    return _broadcast(wire).to(value.dtype)
+
+
+def on_any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on some rank inside :func:`replicated_work` (one all-reduce), else ``flag`` itself.
+
+    For decisions that follow a failure (retrying a shared pass method by method): every rank must call it at the
+    same point; ``device`` is where the backend takes its tensors (the model's device).
+
+    Example:
+        >>> on_any_rank(True, torch.device("cpu"))
+        True
+    """
+    if not _REPLICATED.get():
+        return flag
+    return bool(_all_reduce_max(torch.tensor([int(flag)], device=device)).item())
+
+
+def lost_anywhere(labels: list[str]) -> set[str]:
+    """Inside :func:`replicated_work`, the methods (labels) that failed on some rank (one collective), else ``labels``.
+
+    Methods whose maps failed on one rank are not scored on any (their scores' forwards would run on some ranks
+    only); every rank calls it once, after the maps.
+
+    Example:
+        >>> sorted(lost_anywhere(["flaky"]))
+        ['flaky']
+    """
+    if not _REPLICATED.get():
+        return set(labels)
+    return {label for rank_labels in _all_gather_object(sorted(labels)) for label in rank_labels}
+
+
+def _all_gather_object(obj: T) -> list[T]:
+    """Every rank's ``obj`` (the default process group): one collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _all_reduce_max(tensor: Tensor) -> Tensor:
+    """The largest of every rank's ``tensor``, into ``tensor`` (the default process group): one collective."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def _broadcast(tensor: Tensor) -> Tensor:
+    """Rank 0's ``tensor`` into ``tensor`` on every rank (the default process group): one collective."""
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(tensor, src=0)
+    return tensor
 
 
 def shard(size: int, world: int, rank: int) -> list[int]:

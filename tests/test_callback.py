@@ -435,17 +435,6 @@ def test_fast_dev_run_says_that_nothing_is_logged_instead_of_asking_for_a_tensor
     assert not list(tmp_path.rglob("events.out.tfevents.*"))  # and, as said, nothing was logged
 
 
-@pytest.mark.parametrize("strategy", ["FSDPStrategy"])
-def test_unsupported_sharded_strategy_raises_at_setup(strategy):
-    from types import SimpleNamespace
-
-    from lightning.pytorch import strategies
-
-    fake_trainer = SimpleNamespace(strategy=getattr(strategies, strategy)(), loggers=[])
-    with pytest.raises(ValueError, match=rf"does not support strategy={strategy}.*Use DDP"):
-        SaliencyMonitor().setup(fake_trainer, None, "fit")
-
-
 def test_errors_are_reported_once_and_training_continues_unless_strict(tmp_path):
     train, val = loaders()
     monitor = SaliencyMonitor(methods=["gradcam"], target_layer="nope", num_samples=2)

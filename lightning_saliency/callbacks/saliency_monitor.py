@@ -3,9 +3,11 @@
 The callback orchestrates Lightning's hooks; the work is done by phases, each in its own module:
 
 1. take the probe: :func:`lightning_saliency.probe.probe_from_trainer` (every rank, the same probe);
-2. compute maps: :mod:`lightning_saliency.monitoring.maps` (each rank its share of the probe);
+2. compute maps: :mod:`lightning_saliency.monitoring.maps` (each rank its share of the probe; under a sharded
+   strategy, FSDP, every rank the whole probe, since every forward needs every rank);
 3. score: :mod:`lightning_saliency.monitoring.scoring`, dispatched from the score registry;
-4. agree and gather across ranks: :mod:`lightning_saliency.distributed` (the one place with collectives);
+4. agree and gather across ranks: :mod:`lightning_saliency.distributed` (the one place with collectives; nothing
+   to gather under a sharded strategy);
 5. summarise across epochs (history, scores against the previous epoch, alarms):
    :mod:`lightning_saliency.monitoring.summary` (rank 0);
 6. render: :mod:`lightning_saliency.monitoring.rendering` (rank 0);
@@ -44,11 +46,22 @@ from lightning_saliency.callbacks._arguments import (
     describe_probe,
 )
 from lightning_saliency.callbacks._base import EpochEndMonitor, progress_bar
-from lightning_saliency.distributed import Report, agree, agreed_error, from_rank_zero, gather_result, shard
+from lightning_saliency.distributed import (
+    REFUSED_STRATEGIES,
+    Report,
+    agree,
+    agreed_error,
+    from_rank_zero,
+    gather_result,
+    lost_anywhere,
+    replicated_work,
+    shard,
+)
 from lightning_saliency.exceptions import SaliencyWarning
 from lightning_saliency.layers import LayerSpec
 from lightning_saliency.methods import SaliencyMethod
 from lightning_saliency.metrics import default_scores
+from lightning_saliency.metrics.registry import SCORES
 from lightning_saliency.monitoring.budget import Budget, BudgetKeeper, Plan
 from lightning_saliency.monitoring.maps import compute_maps, method_groups
 from lightning_saliency.monitoring.rendering import RenderOptions, probe_view, render_epoch
@@ -65,9 +78,6 @@ from lightning_saliency.targets import Target
 __all__ = ["Alarm", "SaliencyMonitor"]
 
 _DEFAULT_METHODS = ("gradient", "gradcam", "gradcam++")
-# Strategies whose forward needs every rank (sharded parameters): the methods run data-dependent numbers of
-# forwards per rank (Score-CAM skips dead channels, attacks stop early), which would deadlock them.
-_UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 _STATE_VERSION = 2
 
 
@@ -256,16 +266,17 @@ class SaliencyMonitor(EpochEndMonitor):
         """Check the environment: a supported strategy, one prefix per monitor, a logger to see images.
 
         Raises:
-            ValueError: Under FSDP, DeepSpeed or ModelParallel strategies (sharded parameters), or when another
-                monitor has the same ``log_prefix``.
+            ValueError: Under DeepSpeed, or when another monitor has the same ``log_prefix``.
         """
         names = [cls.__name__ for cls in type(trainer.strategy).__mro__]
-        unsupported = next((n for n in names if n in _UNSUPPORTED_STRATEGIES), None)
-        if unsupported is not None:
+        refused = next((n for n in names if n in REFUSED_STRATEGIES), None)
+        if refused is not None:
             raise ValueError(
-                f"SaliencyMonitor does not support strategy={type(trainer.strategy).__name__} ({unsupported}): its "
-                "forward needs every rank, while saliency methods run a data-dependent number of forwards on each "
-                "rank's share of the probe. Use DDP (strategy='ddp'), or remove the callback for this run."
+                f"SaliencyMonitor does not support strategy={type(trainer.strategy).__name__} ({refused}): "
+                "DeepSpeed's engine gathers ZeRO-partitioned parameters in its own hooks, which the monitor's extra "
+                "forwards and input gradients are not built or tested for. Use FSDP (strategy='fsdp', or "
+                "ModelParallelStrategy with fully_shard in configure_model) or DDP (strategy='ddp'), or remove the "
+                "callback for this run."
             )
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and self.budget is not None:
@@ -353,6 +364,12 @@ class SaliencyMonitor(EpochEndMonitor):
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Every rank takes the same probe, computes its share, and joins the same collectives in the same order
         # (also when its share is padding, or when something failed on it); rank 0 then summarises, renders, writes.
+        # Under a sharded strategy (every forward a collective) the share is the whole probe on every rank, so that
+        # every rank runs the same forwards; nothing is gathered then.
+        with replicated_work(trainer) as replicated:
+            self._run_epoch(trainer, pl_module, stage, replicated)
+
+    def _run_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, replicated: bool) -> None:
         start = time.perf_counter()
         expensive = trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.expensive_every_n_epochs == 0
         failures = Failures(isolate=not self.strict)
@@ -374,8 +391,13 @@ class SaliencyMonitor(EpochEndMonitor):
             run = Run(Precision.from_trainer(trainer), self.output_adapter)
             explained = explain(pl_module, images, self.targets, run, self._class_names)  # the same on every rank
             probe = explained.probe  # one row per image, per (image, label), or per image showing the category
-            share = torch.as_tensor(shard(len(probe), trainer.world_size, trainer.global_rank))
+            if replicated:
+                share = torch.arange(len(probe))
+            else:
+                share = torch.as_tensor(shard(len(probe), trainer.world_size, trainer.global_rank))
             names = scheduled_scores(self.scores, expensive=expensive)
+            if replicated:
+                names = self._without_model_copies(trainer, names)
             self.last_plan = Plan(tuple(names), self.score_steps)
             planner = None
             if keeper is not None:  # after the maps, rank 0 plans the scores, every rank follows: the same work
@@ -384,6 +406,9 @@ class SaliencyMonitor(EpochEndMonitor):
                     nonlocal planned
                     assert keeper is not None
                     assert probe is not None
+                    if replicated:  # whether a rank needs the estimate's forward is its own: run it on all, or none
+                        seconds = forward()
+                        forward = lambda: seconds  # noqa: E731
                     plan = from_rank_zero(trainer, keeper.plan(names, len(probe), start, forward, len(done.maps)))
                     planned = True
                     if plan is None:
@@ -408,7 +433,7 @@ class SaliencyMonitor(EpochEndMonitor):
             self._account(keeper, start, scored, result)
             return
         result = drop_failed(result, {key: m for report in reports for key, m in report.failed.items()})
-        if trainer.world_size > 1:
+        if trainer.world_size > 1 and not replicated:  # replicated: every rank has the whole probe's results
             names = sorted({n for report in reports for n in report.score_names})
             result = gather_result(trainer, result, len(probe), names)
         if not trainer.is_global_zero:
@@ -421,6 +446,16 @@ class SaliencyMonitor(EpochEndMonitor):
             except Exception as exc:  # after every collective: safe to report on rank 0 alone
                 self._fail(trainer, stage, exc)
         self._account(keeper, start, scored, result)
+
+    def _without_model_copies(self, trainer: pl.Trainer, names: list[str]) -> list[str]:
+        """``names`` less the scores that copy the model, which sharded models refuse (noted once)."""
+        copies = [n for n in names if SCORES[n].copies_model]
+        if copies:
+            self._note(
+                f"SaliencyMonitor skips the score(s) {copies} under {type(trainer.strategy).__name__}: they run a "
+                "copy of the model (copy.deepcopy), and FSDP refuses to copy a sharded model."
+            )
+        return [n for n in names if n not in copies]
 
     def _account(self, keeper: BudgetKeeper | None, start: float, scored: float, result: EpochResult) -> None:
         """After the epoch's work, on every rank: what it cost, for the budget."""
@@ -473,6 +508,8 @@ class SaliencyMonitor(EpochEndMonitor):
                 compute_maps(pl_module, inputs, targets, self.methods, run, result, failures, progress)
             except Exception as exc:
                 error = exc
+            lost = lost_anywhere([m.label for m in self.methods if m.label not in result.maps])
+            result.maps = {label: maps for label, maps in result.maps.items() if label not in lost}
             if planner is not None:
                 plan = planner(lambda: forward_seconds(pl_module, inputs, run), result)
                 scores, steps = plan.scores, plan.steps

@@ -19,6 +19,7 @@ from lightning_saliency._checks import int_at_least
 from lightning_saliency._chunking import is_out_of_memory, run_chunked
 from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run, eager, to_output
+from lightning_saliency.distributed import agreed
 from lightning_saliency.layers import LayerSpec, capture_outputs
 from lightning_saliency.methods.registry import register_method
 from lightning_saliency.methods.smoothing import OwnPassCAM
@@ -161,6 +162,7 @@ class AblationCAM(OwnPassCAM):
         original = targets.score(logits.clone()).float()  # [B]
         per_channel = raw.movedim(axis, 1).flatten(2)  # [B,K,...]
         active = per_channel.abs().amax(2) > 0  # [B,K] a channel that is zero everywhere is not ablated
+        active = agreed(active)  # it sets the number of forwards: under a sharded model every rank takes rank 0's
         img_idx, ch_idx = active.nonzero(as_tuple=True)  # [P], [P]
         scores = original[:, None].expand(acts.shape[:2]).clone()  # [B,K] unablated channels: S_k = S
         shared_front = [True]  # the layers before the target layer run on one copy of the image, while that works

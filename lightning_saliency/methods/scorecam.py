@@ -18,6 +18,7 @@ from lightning_saliency._chunking import is_out_of_memory, run_chunked
 from lightning_saliency._reshape import Reshape
 from lightning_saliency._runtime import Run
 from lightning_saliency._shapes import interpolation, per_sample, spatial
+from lightning_saliency.distributed import agreed
 from lightning_saliency.layers import LayerSpec, capture_outputs
 from lightning_saliency.methods.base import LayerMethod, run_gradient_pass
 from lightning_saliency.methods.registry import register_method
@@ -141,10 +142,12 @@ class ScoreCAM(LayerMethod):
                 )
             acts = captured[0].float().clone()  # a normal tensor (cloned outside inference mode)
             acts = self.feature_map(acts, layer, size)  # [B,K,h,w]
-        constant = acts.flatten(2).amax(2) == acts.flatten(2).amin(2)  # [B,K]
+        # Which channels are forwarded sets the number of forwards: under a sharded model every rank takes rank 0's.
+        constant = agreed(acts.flatten(2).amax(2) == acts.flatten(2).amin(2))  # [B,K]
         proxy: Tensor | None = None
         if self.top_k is not None and self.top_k < int((~constant).sum(1).max()):
             selected, proxy = _choose_channels(acts, criterion, constant, self.top_k)  # [B,K], [B,K]
+            selected = agreed(selected)
         with torch.inference_mode():
             scores = self._score(model, inputs, targets, acts, constant, selected, run)  # [B,K]
         scores = scores.clone()  # a normal tensor again
@@ -185,6 +188,12 @@ class ScoreCAM(LayerMethod):
             normalised = (flat - lo) / (hi - lo)  # non-constant channels only: hi > lo
             keys = torch.cat([img_idx[:, None].to(normalised.dtype), normalised], 1)  # [P,1+h*w]
             unique, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [U,1+h*w], [P]
+            ranks_inverse = agreed(inverse)  # rank 0's groups (a sharded model: the same forwards on every rank)
+            if not torch.equal(ranks_inverse, inverse):  # grouped otherwise here (float differences): its groups
+                inverse = ranks_inverse
+                position = torch.arange(len(inverse), device=inverse.device)  # [P]
+                first = torch.full((int(inverse.max()) + 1,), len(inverse), device=inverse.device)  # [U0]
+                unique = keys[first.scatter_reduce_(0, inverse, position, "amin")]  # [U0,1+h*w] first members
             rep_img, rep_maps = unique[:, 0].long(), unique[:, 1:].view(-1, 1, *layer_shape)  # [U], [U,1,h,w]
         rep_scores = torch.zeros(rep_img.shape[0], device=acts.device)  # [U]
         layout = [torch.channels_last if inputs.device.type == "cpu" and inputs.dim() == 4 else torch.contiguous_format]

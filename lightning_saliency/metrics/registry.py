@@ -238,6 +238,8 @@ class ScoreInfo:
         forwards: Forwards of the model per image per method, given the curve steps (its share of its group's),
             for a time budget's first estimate before anything was measured; ``None`` where unknown (the costly
             scores: their first run measures them).
+        copies_model: Whether it runs a copy of the model (``copy.deepcopy``), which sharded models (FSDP)
+            refuse: the monitor skips it under sharded strategies, with a note.
     """
 
     description: str
@@ -249,6 +251,7 @@ class ScoreInfo:
     default: bool = True
     group: str = ""
     forwards: Callable[[int], float] | None = lambda steps: 0.0
+    copies_model: bool = False
 
     @property
     def in_evaluate_scores(self) -> bool:
@@ -588,6 +591,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             model_randomisation_score,
             _randomisation,
             needs=frozenset({"model", "method"}),
+            copies_model=True,
             **_COSTLY,  # type: ignore[arg-type]
         ),
         "saliency_attack": ScoreInfo(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_saliency._runtime import Run
+from lightning_saliency.distributed import on_any_rank
 from lightning_saliency.methods import GradientMethod, SaliencyMethod, compute_saliency
 from lightning_saliency.monitoring.result import EpochResult, Failures
 from lightning_saliency.targets import Target
@@ -71,6 +72,8 @@ def compute_maps(
             except Exception:
                 if not failures.isolate:
                     raise
+            if on_any_rank(together is None, device):  # a sharded model: all ranks retry, or none (same forwards)
+                together = None
         if together is not None:
             maps.update(together)
         else:  # one method, or a shared pass that failed: method by method

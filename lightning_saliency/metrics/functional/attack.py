@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_saliency._runtime import Run, eval_mode, gradients_enabled, preserved_rng
+from lightning_saliency.distributed import agreed
 from lightning_saliency.metrics.functional._common import _TINY, _check_maps, _check_model_inputs, _pixel_ranks
 from lightning_saliency.targets import ClassTarget, TargetLike
 
@@ -88,7 +89,7 @@ def masked_attack_norm(
             x = (x0 + delta).requires_grad_(True)
             logits = run.logits(model, x)
             target.check(logits)
-            flipped = active & (logits.detach().argmax(1) != classes)
+            flipped = agreed(active & (logits.detach().argmax(1) != classes))  # sharded model: rank 0's early stop
             norms = torch.where(flipped, delta.flatten(1).norm(dim=1).float(), norms)
             active = active & ~flipped
             if step == max_steps or not bool(active.any()):
