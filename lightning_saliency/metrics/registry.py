@@ -862,6 +862,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             _smooth_mprt,
             needs=_REEXPLAIN,
             **_COSTLY,  # type: ignore[arg-type]
+            copies_model=True,
         ),
         "efficient_mprt": ScoreInfo(
             "Efficient MPRT (Quantus): relative rise of the map's histogram entropy on a fully randomised copy.",
@@ -870,6 +871,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             _efficient_mprt,
             needs=_REEXPLAIN,
             **_COSTLY,  # type: ignore[arg-type]
+            copies_model=True,
         ),
     }
 )

@@ -85,6 +85,31 @@ def test_every_score_is_finite_per_image_deterministic_and_leaves_the_model_alon
     assert random.getstate() == rng[2]
 
 
+class _Uncopyable(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_copies_model_says_exactly_which_scores_copy_the_model(name, context):
+    """Sharded models cannot be copied (FSDP refuses ``deepcopy``): the monitor skips the scores marked so."""
+    context = meeting(name, context)
+    model = context.model
+
+    class NoCopy(type(model)):
+        def __deepcopy__(self, memo):
+            raise _Uncopyable("this model cannot be copied")
+
+    model.__class__ = NoCopy
+    try:
+        compute_scores(context, [name])
+        copied = False
+    except _Uncopyable:
+        copied = True
+    finally:
+        model.__class__ = NoCopy.__bases__[0]
+    assert copied == SCORES[name].copies_model, (name, copied)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_a_context_without_what_a_score_needs_skips_it_with_the_reason(name, context):
     info = SCORES[name]
