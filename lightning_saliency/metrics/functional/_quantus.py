@@ -60,6 +60,25 @@ def _prepared(attributions: Tensor, *, absolute: bool, normalise: bool, arg: str
     return _normalised(a.flatten(1), mode, absolute).view_as(a)
 
 
+def _broadcast_attributions(attributions: Tensor, inputs: Tensor) -> Tensor:
+    """``attributions [B, C, ...]``, ``[B, 1, ...]`` or ``[B, ...]`` broadcast to the inputs ``[B, C, ...]``.
+
+    A detached view on the inputs' device, in the attributions' dtype; each caller decides about NaN/inf.
+    """
+    if isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim - 1:
+        attributions = attributions[:, None]  # [B,1,...]
+    ok = isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim
+    ok = ok and attributions.shape[0] == inputs.shape[0]
+    ok = ok and all(a in (1, x) for a, x in zip(attributions.shape[1:], inputs.shape[1:], strict=True))
+    if not ok:
+        got = f"shape {tuple(attributions.shape)}" if isinstance(attributions, Tensor) else type(attributions).__name__
+        raise ValueError(
+            f"attributions must be a Tensor [B, 1 or C, H, W] (or [B, H, W]) that broadcasts to the inputs "
+            f"{tuple(inputs.shape)}, got {got}."
+        )
+    return attributions.detach().to(inputs.device).expand(inputs.shape)
+
+
 def _explained(
     explain: Explainer, model: nn.Module, x: Tensor, rows: Tensor, target: Target, targets: Any, run: Run
 ) -> Tensor:

@@ -46,7 +46,7 @@ from lightning_saliency.metrics.functional._common import (
     _stable_ranks,
     _target_outputs,
 )
-from lightning_saliency.metrics.functional._quantus import _baseline_values, _check_flag
+from lightning_saliency.metrics.functional._quantus import _baseline_values, _broadcast_attributions, _check_flag
 from lightning_saliency.metrics.functional.correlation import _average_ranks, pearson
 from lightning_saliency.targets import Target, TargetLike
 
@@ -97,23 +97,16 @@ def _check_baseline(perturb_baseline: PerturbBaseline, uniform_range: tuple[floa
 
 
 def _flat_attributions(attributions: Tensor, inputs: Tensor, absolute: bool) -> Tensor:
-    """Attributions broadcast to the inputs and flattened: ``[B, F]`` float32, ``F = C * H * W``."""
-    if isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim - 1:
-        attributions = attributions[:, None]  # [B,1,H,W]
-    ok = isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim
-    ok = ok and attributions.shape[0] == inputs.shape[0]
-    ok = ok and all(a in (1, x) for a, x in zip(attributions.shape[1:], inputs.shape[1:], strict=True))
-    if not ok:
-        got = f"shape {tuple(attributions.shape)}" if isinstance(attributions, Tensor) else type(attributions).__name__
-        raise ValueError(
-            f"attributions must be a Tensor [B, 1 or C, H, W] (or [B, H, W]) that broadcasts to the inputs "
-            f"{tuple(inputs.shape)}, got {got}."
-        )
-    a = attributions.detach().float().to(inputs.device)
+    """Attributions broadcast to the inputs and flattened: ``[B, F]`` float32, ``F = C * H * W``.
+
+    NaN or inf is an error here (Quantus would carry it into every correlation); the region metrics
+    (:mod:`.faithfulness_regions`) and the map-only ones (:func:`._quantus._prepared`) read them as 0 instead.
+    """
+    a = _broadcast_attributions(attributions, inputs).float()
     if not torch.isfinite(a).all():
         raise ValueError("attributions must be finite, got NaN or inf values.")
     a = a.abs() if absolute else a
-    return a.expand(inputs.shape).reshape(inputs.shape[0], -1)  # [B,F]
+    return a.reshape(inputs.shape[0], -1)  # [B,F]
 
 
 def _generator(seed: int) -> torch.Generator:

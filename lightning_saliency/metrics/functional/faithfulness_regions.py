@@ -34,7 +34,7 @@ from lightning_saliency.metrics.functional._common import (
     _scoring,
     _stable_ranks,
 )
-from lightning_saliency.metrics.functional._quantus import _baseline_values, _predicted
+from lightning_saliency.metrics.functional._quantus import _baseline_values, _broadcast_attributions, _predicted
 from lightning_saliency.metrics.functional.correlation import pearson
 from lightning_saliency.metrics.functional.perturbation import _threshold_curves, curve_auc
 from lightning_saliency.targets import Target, TargetLike
@@ -63,20 +63,11 @@ def _check_fill(perturb_baseline: object) -> None:
 
 
 def _check_attributions(attributions: Tensor, inputs: Tensor, absolute: bool) -> Tensor:
-    """``attributions`` broadcast to the inputs ``[B, C, H, W]``, float32 without NaN (``abs`` if ``absolute``)."""
-    if isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim - 1:
-        attributions = attributions[:, None]  # [B,1,H,W]
-    try:
-        if not isinstance(attributions, Tensor) or attributions.shape[0] != inputs.shape[0]:
-            raise RuntimeError
-        attr = torch.broadcast_to(attributions.detach().to(inputs.device), inputs.shape)
-    except RuntimeError:
-        got = tuple(attributions.shape) if isinstance(attributions, Tensor) else type(attributions).__name__
-        raise ValueError(
-            f"attributions must be a Tensor [B, C, H, W], [B, 1, H, W] or [B, H, W] that broadcasts to the inputs "
-            f"{tuple(inputs.shape)}, got {got}."
-        ) from None
-    attr = torch.nan_to_num(attr.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    """``attributions`` broadcast to the inputs ``[B, C, H, W]``, float32, NaN/inf read as 0 (``abs`` if ``absolute``).
+
+    (:mod:`.faithfulness` raises on NaN instead: the two families chose differently; both kept as they were.)
+    """
+    attr = torch.nan_to_num(_broadcast_attributions(attributions, inputs).float(), nan=0.0, posinf=0.0, neginf=0.0)
     return attr.abs() if absolute else attr
 
 
