@@ -63,7 +63,11 @@ def quantus_baseline(inputs: Tensor, perturb_baseline: QuantusBaseline) -> Tenso
 
 
 def _attributions_like(attributions: Tensor, inputs: Tensor) -> Tensor:
-    """``attributions`` checked against ``inputs``: batch first, as many dimensions, broadcastable."""
+    """``attributions`` checked against ``inputs``: batch first, as many dimensions, broadcastable.
+
+    Not :func:`._quantus._broadcast_attributions`: completeness sums the map as given (a ``[B, 1, H, W]`` map is
+    not repeated over the channels), so it is checked but not expanded.
+    """
     ok = isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim
     if ok:
         try:
