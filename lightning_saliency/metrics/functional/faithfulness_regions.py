@@ -174,10 +174,9 @@ def region_perturbation(
     ranked by the sum of their attributions, most relevant first (``order="morf"``) or least (``"lerf"``). The
     first ``regions_evaluation`` squares are replaced one after the other, all channels, by ``perturb_baseline``
     (default the image's minimum, Quantus' ``"black"``); after each, ``y - y_perturbed`` of the target's confidence
-    is read.
-    Equal to Quantus 0.6's ``evaluation_scores`` (one curve per image). Its ``get_auc_score`` is the mean over images
-    of ``np.trapz(curve)``, that is ``(K - 1) * curve_auc(curve)`` for ``K`` points. With MoRF a faithful map makes
-    the curve rise fast (higher is better); with LeRF it should stay low.
+    is read. Equal to Quantus 0.6's ``evaluation_scores`` (one curve per image). Its ``get_auc_score`` is the mean
+    over images of ``np.trapz(curve)``, that is ``(K - 1) * curve_auc(curve)`` for ``K`` points. With MoRF a
+    faithful map makes the curve rise fast (higher is better); with LeRF it should stay low.
 
     Args:
         model: Classifier (any output with a confidence, see :mod:`lightning_saliency.targets`).
@@ -239,10 +238,10 @@ def selectivity(
 ) -> Tensor:
     """Selectivity (Montavon et al. 2018) as Quantus' ``Selectivity``: the confidence as patches are removed.
 
-    The patches of :func:`region_perturbation`, most relevant first, all of them, each replaced by ``perturb_baseline``;
-    after each, the target's confidence is read. Equal to Quantus 0.6's ``evaluation_scores`` (one curve per
-    image); its ``get_auc_score`` is ``(K - 1) * curve_auc(curve)`` averaged over images. A faithful map makes the
-    confidence fall fast: a lower area is better.
+    The patches of :func:`region_perturbation`, most relevant first, all of them, each replaced by
+    ``perturb_baseline``; after each, the target's confidence is read. Equal to Quantus 0.6's
+    ``evaluation_scores`` (one curve per image); its ``get_auc_score`` is ``(K - 1) * curve_auc(curve)`` averaged
+    over images. A faithful map makes the confidence fall fast: a lower area is better.
 
     Args:
         model: Classifier (any output with a confidence).
