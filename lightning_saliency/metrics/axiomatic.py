@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from lightning_saliency._runtime import Run
 from lightning_saliency.metrics._base import _MeanScore
+from lightning_saliency.metrics.functional._quantus import Explainer
 from lightning_saliency.metrics.functional.axiomatic import (
-    Explainer,
     QuantusBaseline,
     completeness,
     input_invariance,
@@ -27,7 +27,7 @@ class Completeness(_MeanScore):
 
     Args:
         perturb_baseline: ``x'``: ``"black"``, ``"white"``, ``"mean"``, a float or a tensor.
-        abs: Take magnitudes first (``False``).
+        absolute: Take magnitudes first (``False``).
         normalise: Divide by the largest magnitude first (``True``, as Quantus).
         rtol: Relative tolerance (0).
         atol: Absolute tolerance (0).
@@ -52,7 +52,7 @@ class Completeness(_MeanScore):
     def __init__(
         self,
         perturb_baseline: QuantusBaseline = "black",
-        abs: bool = False,
+        absolute: bool = False,
         normalise: bool = True,
         rtol: float = 0.0,
         atol: float = 0.0,
@@ -61,7 +61,11 @@ class Completeness(_MeanScore):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.options: dict[str, Any] = {"perturb_baseline": perturb_baseline, "abs": abs, "normalise": normalise}
+        self.options: dict[str, Any] = {
+            "perturb_baseline": perturb_baseline,
+            "absolute": absolute,
+            "normalise": normalise,
+        }
         self.options.update(rtol=rtol, atol=atol, batch_size=batch_size, run=run)
 
     def update(self, model: nn.Module, inputs: Tensor, targets: Any, attributions: Tensor) -> None:
@@ -79,7 +83,7 @@ class NonSensitivity(_MeanScore):
         eps: Threshold on the attributions and on the output's change (``1e-5``).
         features_in_step: Values replaced per forward (1).
         perturb_baseline: What they are replaced by (``"black"``).
-        abs: Take magnitudes first (``True``).
+        absolute: Take magnitudes first (``True``).
         normalise: Divide by the largest magnitude first (``True``).
         softmax: Compare probabilities (``True``) or scores.
         batch_size: Most perturbed images per forward.
@@ -102,7 +106,7 @@ class NonSensitivity(_MeanScore):
         eps: float = 1e-5,
         features_in_step: int = 1,
         perturb_baseline: QuantusBaseline = "black",
-        abs: bool = True,
+        absolute: bool = True,
         normalise: bool = True,
         softmax: bool = True,
         batch_size: int = 64,
@@ -112,7 +116,7 @@ class NonSensitivity(_MeanScore):
         super().__init__(**kwargs)
         self.options: dict[str, Any] = {"eps": eps, "features_in_step": features_in_step}
         self.options.update(perturb_baseline=perturb_baseline)
-        self.options.update(abs=abs, normalise=normalise, softmax=softmax, batch_size=batch_size, run=run)
+        self.options.update(absolute=absolute, normalise=normalise, softmax=softmax, batch_size=batch_size, run=run)
 
     def update(self, model: nn.Module, inputs: Tensor, targets: Any, attributions: Tensor) -> None:
         """Score a batch: ``inputs [B, C, H, W]``, ``targets [B]``, ``attributions [B, C or 1, H, W]``."""
@@ -127,7 +131,7 @@ class InputInvariance(_MeanScore):
     Args:
         explain: A saliency method instance or ``f(model, inputs, targets)``.
         input_shift: The constant added to the inputs (-1).
-        abs: Take magnitudes first (``False``).
+        absolute: Take magnitudes first (``False``).
         normalise: Divide by the largest magnitude first (``False``).
         run: Precision and output adapter.
         kwargs: Passed to :class:`torchmetrics.Metric`.
@@ -148,7 +152,7 @@ class InputInvariance(_MeanScore):
         self,
         explain: Explainer,
         input_shift: float = -1.0,
-        abs: bool = False,
+        absolute: bool = False,
         normalise: bool = False,
         run: Run | None = None,
         **kwargs: Any,
@@ -156,7 +160,13 @@ class InputInvariance(_MeanScore):
         super().__init__(**kwargs)
         if not callable(explain):
             raise TypeError(f"explain must be a SaliencyMethod or a callable, got {type(explain).__name__}.")
-        self.explain, self.input_shift, self.abs, self.normalise, self.run = explain, input_shift, abs, normalise, run
+        self.explain, self.input_shift, self.absolute, self.normalise, self.run = (
+            explain,
+            input_shift,
+            absolute,
+            normalise,
+            run,
+        )
 
     def update(self, model: nn.Module, inputs: Tensor, targets: Any, attributions: Tensor | None = None) -> None:
         """Score a batch: ``inputs [B, C, H, W]``, ``targets [B]``, optionally the explanation of ``inputs``."""
@@ -168,7 +178,7 @@ class InputInvariance(_MeanScore):
                 targets,
                 attributions,
                 input_shift=self.input_shift,
-                abs=self.abs,
+                absolute=self.absolute,
                 normalise=self.normalise,
                 run=self.run,
             )

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from lightning_saliency.metrics._base import _MeanScore
-from lightning_saliency.metrics.functional._prepare import _check_flag
+from lightning_saliency.metrics.functional._quantus import _check_flag
 from lightning_saliency.metrics.functional.complexity import complexity, effective_complexity, sparseness
 
 __all__ = ["Complexity", "EffectiveComplexity", "Sparseness"]
@@ -21,14 +21,14 @@ class _DefinedMeanScore(_MeanScore):
 
 
 class _Preprocessed(_DefinedMeanScore):
-    """A score of the maps after Quantus' preprocessing: ``abs`` (``None``: Quantus' default) and ``normalise``."""
+    """A score of the maps after Quantus' preprocessing: ``absolute`` (``None``: Quantus' default) and ``normalise``."""
 
-    quantus_abs: ClassVar[bool] = True
-    """Quantus' default ``abs`` of the metric."""
+    quantus_absolute: ClassVar[bool] = True
+    """Quantus' default ``absolute`` of the metric."""
 
-    def __init__(self, abs: bool | None = None, normalise: bool = True, **kwargs: Any) -> None:
+    def __init__(self, absolute: bool | None = None, normalise: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.abs = _check_flag(self.quantus_abs if abs is None else abs, "abs")
+        self.absolute = _check_flag(self.quantus_absolute if absolute is None else absolute, "absolute")
         self.normalise = _check_flag(normalise, "normalise")
 
 
@@ -38,7 +38,7 @@ class Sparseness(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.sparseness`.
 
     Args:
-        abs: Take magnitudes (``None``: Quantus' default ``True``).
+        absolute: Take magnitudes (``None``: Quantus' default ``True``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -56,7 +56,7 @@ class Sparseness(_Preprocessed):
 
     def update(self, maps: Tensor) -> None:
         """Score a batch of ``maps [B, ...]``."""
-        self._accumulate(sparseness(maps, abs=self.abs, normalise=self.normalise))
+        self._accumulate(sparseness(maps, absolute=self.absolute, normalise=self.normalise))
 
 
 class Complexity(_Preprocessed):
@@ -65,7 +65,7 @@ class Complexity(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.complexity`; all-zero maps (no distribution) are left out.
 
     Args:
-        abs: Take magnitudes (``None``: Quantus' default ``True``).
+        absolute: Take magnitudes (``None``: Quantus' default ``True``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -81,7 +81,7 @@ class Complexity(_Preprocessed):
 
     def update(self, maps: Tensor) -> None:
         """Score a batch of ``maps [B, ...]``."""
-        self._accumulate(complexity(maps, abs=self.abs, normalise=self.normalise))
+        self._accumulate(complexity(maps, absolute=self.absolute, normalise=self.normalise))
 
 
 class EffectiveComplexity(_Preprocessed):
@@ -91,7 +91,7 @@ class EffectiveComplexity(_Preprocessed):
 
     Args:
         eps: The threshold, a fraction of each map's largest magnitude (``1e-5``).
-        abs: Take magnitudes (``None``: Quantus' default ``True``).
+        absolute: Take magnitudes (``None``: Quantus' default ``True``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -105,11 +105,11 @@ class EffectiveComplexity(_Preprocessed):
 
     higher_is_better: bool = False
 
-    def __init__(self, eps: float = 1e-5, abs: bool | None = None, normalise: bool = True, **kwargs: Any) -> None:
-        super().__init__(abs, normalise, **kwargs)
+    def __init__(self, eps: float = 1e-5, absolute: bool | None = None, normalise: bool = True, **kwargs: Any) -> None:
+        super().__init__(absolute, normalise, **kwargs)
         effective_complexity(Tensor([[1.0]]), eps=eps)  # checks eps
         self.eps = eps
 
     def update(self, maps: Tensor) -> None:
         """Score a batch of ``maps [B, ...]``."""
-        self._accumulate(effective_complexity(maps, eps=self.eps, abs=self.abs, normalise=self.normalise))
+        self._accumulate(effective_complexity(maps, eps=self.eps, absolute=self.absolute, normalise=self.normalise))

@@ -42,7 +42,7 @@ class RegionPerturbation(_MeanScore):
         patch_size: Side of the square patches (8).
         order: ``"morf"`` or ``"lerf"``.
         regions_evaluation: Patches replaced (100).
-        baseline: ``"black"``, ``"white"``, ``"mean"`` or a number.
+        perturb_baseline: ``"black"``, ``"white"``, ``"mean"`` or a number.
         absolute: Rank by ``abs(attributions)``.
         batch_size: Most perturbed images per forward.
         run: Precision and output adapter.
@@ -64,7 +64,7 @@ class RegionPerturbation(_MeanScore):
         patch_size: int = 8,
         order: str = "morf",
         regions_evaluation: int = 100,
-        baseline: Fill = "black",
+        perturb_baseline: Fill = "black",
         absolute: bool = False,
         batch_size: int = 64,
         run: Run | None = None,
@@ -74,9 +74,9 @@ class RegionPerturbation(_MeanScore):
         _check_int(patch_size, "patch_size", "pixels per patch side")
         _check_int(regions_evaluation, "regions_evaluation", "patches replaced")
         _choice(order, "order", ("morf", "lerf"))
-        _check_fill(baseline)
+        _check_fill(perturb_baseline)
         self.patch_size, self.order, self.regions_evaluation = patch_size, order, regions_evaluation
-        self.baseline, self.absolute, self.batch_size, self.run = baseline, absolute, batch_size, run
+        self.perturb_baseline, self.absolute, self.batch_size, self.run = perturb_baseline, absolute, batch_size, run
 
     def update(self, model: nn.Module, inputs: Tensor, targets: Tensor, attributions: Tensor) -> None:
         """Score a batch: ``inputs [B, C, H, W]``, ``targets [B]``, ``attributions [B, C or 1, H, W]``."""
@@ -88,7 +88,7 @@ class RegionPerturbation(_MeanScore):
             patch_size=self.patch_size,
             order=self.order,  # type: ignore[arg-type]
             regions_evaluation=self.regions_evaluation,
-            baseline=self.baseline,
+            perturb_baseline=self.perturb_baseline,
             absolute=self.absolute,
             batch_size=self.batch_size,
             run=self.run,
@@ -103,7 +103,7 @@ class Selectivity(_MeanScore):
 
     Args:
         patch_size: Side of the square patches (8).
-        baseline: ``"black"``, ``"white"``, ``"mean"`` or a number.
+        perturb_baseline: ``"black"``, ``"white"``, ``"mean"`` or a number.
         absolute: Rank by ``abs(attributions)``.
         batch_size: Most perturbed images per forward.
         run: Precision and output adapter.
@@ -123,7 +123,7 @@ class Selectivity(_MeanScore):
     def __init__(
         self,
         patch_size: int = 8,
-        baseline: Fill = "black",
+        perturb_baseline: Fill = "black",
         absolute: bool = False,
         batch_size: int = 64,
         run: Run | None = None,
@@ -131,10 +131,10 @@ class Selectivity(_MeanScore):
     ) -> None:
         super().__init__(**kwargs)
         _check_int(patch_size, "patch_size", "pixels per patch side")
-        _check_fill(baseline)
-        self.patch_size, self.baseline, self.absolute, self.batch_size, self.run = (
+        _check_fill(perturb_baseline)
+        self.patch_size, self.perturb_baseline, self.absolute, self.batch_size, self.run = (
             patch_size,
-            baseline,
+            perturb_baseline,
             absolute,
             batch_size,
             run,
@@ -148,7 +148,7 @@ class Selectivity(_MeanScore):
             targets,
             attributions,
             patch_size=self.patch_size,
-            baseline=self.baseline,
+            perturb_baseline=self.perturb_baseline,
             absolute=self.absolute,
             batch_size=self.batch_size,
             run=self.run,
@@ -163,7 +163,7 @@ class IROF(_MeanScore):
     ``segments`` to :meth:`update`).
 
     Args:
-        baseline: ``"mean"``, ``"black"``, ``"white"`` or a number.
+        perturb_baseline: ``"mean"``, ``"black"``, ``"white"`` or a number.
         baseline_over: ``"batch"`` (as Quantus) or ``"image"``.
         absolute: Rank by ``abs(attributions)``.
         batch_size: Most perturbed images per forward.
@@ -184,7 +184,7 @@ class IROF(_MeanScore):
 
     def __init__(
         self,
-        baseline: Fill = "mean",
+        perturb_baseline: Fill = "mean",
         baseline_over: str = "batch",
         absolute: bool = False,
         batch_size: int = 64,
@@ -192,9 +192,9 @@ class IROF(_MeanScore):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_fill(baseline)
+        _check_fill(perturb_baseline)
         _choice(baseline_over, "baseline_over", ("batch", "image"))
-        self.baseline, self.baseline_over, self.absolute = baseline, baseline_over, absolute
+        self.perturb_baseline, self.baseline_over, self.absolute = perturb_baseline, baseline_over, absolute
         self.batch_size, self.run = batch_size, run
 
     def update(
@@ -213,7 +213,7 @@ class IROF(_MeanScore):
                 targets,
                 attributions,
                 segments=segments,
-                baseline=self.baseline,
+                perturb_baseline=self.perturb_baseline,
                 baseline_over=self.baseline_over,  # type: ignore[arg-type]
                 absolute=self.absolute,
                 batch_size=self.batch_size,
@@ -232,7 +232,7 @@ class SensitivityN(_MeanScore):
     Args:
         n_max_percentage: Share of the pixels the steps reach (0.8).
         features_in_step: Elements replaced per step (1: one forward per element).
-        baseline: ``"black"``, ``"white"``, ``"mean"`` or a number.
+        perturb_baseline: ``"black"``, ``"white"``, ``"mean"`` or a number.
         absolute: Rank by ``abs(attributions)``.
         batch_size: Most perturbed inputs per forward.
         run: Precision and output adapter.
@@ -253,7 +253,7 @@ class SensitivityN(_MeanScore):
         self,
         n_max_percentage: float = 0.8,
         features_in_step: int = 1,
-        baseline: Fill = "black",
+        perturb_baseline: Fill = "black",
         absolute: bool = False,
         batch_size: int = 64,
         run: Run | None = None,
@@ -261,8 +261,12 @@ class SensitivityN(_MeanScore):
     ) -> None:
         super().__init__(**kwargs)
         _check_int(features_in_step, "features_in_step", "elements per step")
-        _check_fill(baseline)
-        self.n_max_percentage, self.features_in_step, self.baseline = n_max_percentage, features_in_step, baseline
+        _check_fill(perturb_baseline)
+        self.n_max_percentage, self.features_in_step, self.perturb_baseline = (
+            n_max_percentage,
+            features_in_step,
+            perturb_baseline,
+        )
         self.absolute, self.batch_size, self.run = absolute, batch_size, run
 
     def update(self, model: nn.Module, inputs: Tensor, targets: Tensor, attributions: Tensor) -> None:
@@ -274,7 +278,7 @@ class SensitivityN(_MeanScore):
             attributions,
             n_max_percentage=self.n_max_percentage,
             features_in_step=self.features_in_step,
-            baseline=self.baseline,
+            perturb_baseline=self.perturb_baseline,
             absolute=self.absolute,
             batch_size=self.batch_size,
             run=self.run,

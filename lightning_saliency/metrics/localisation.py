@@ -8,7 +8,7 @@ from torch import Tensor
 
 from lightning_saliency.metrics._base import _MeanScore
 from lightning_saliency.metrics.complexity import _Preprocessed
-from lightning_saliency.metrics.functional._prepare import _check_flag
+from lightning_saliency.metrics.functional._quantus import _check_flag
 from lightning_saliency.metrics.functional.localisation import (
     energy_pointing_game,
     focus,
@@ -118,7 +118,7 @@ class TopKIntersection(_Preprocessed):
     Args:
         k: Pixels taken, fewer than a map has (1000).
         concept_influence: Divide by the region's share of the image.
-        abs: Rank magnitudes (``None``: Quantus' default ``False``).
+        absolute: Rank magnitudes (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -131,17 +131,17 @@ class TopKIntersection(_Preprocessed):
     """
 
     higher_is_better: bool = True
-    quantus_abs = False
+    quantus_absolute = False
 
     def __init__(
         self,
         k: int = 1000,
         concept_influence: bool = False,
-        abs: bool | None = None,
+        absolute: bool | None = None,
         normalise: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(abs, normalise, **kwargs)
+        super().__init__(absolute, normalise, **kwargs)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1 (pixels taken), got {k!r}.")
         self.k, self.concept_influence = k, _check_flag(concept_influence, "concept_influence")
@@ -155,7 +155,7 @@ class TopKIntersection(_Preprocessed):
                 masks,
                 k=self.k,
                 concept_influence=self.concept_influence,
-                abs=self.abs,
+                absolute=self.absolute,
                 normalise=self.normalise,
             )
         )
@@ -167,7 +167,7 @@ class RelevanceRankAccuracy(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.relevance_rank_accuracy`; empty regions are left out.
 
     Args:
-        abs: Rank magnitudes (``None``: Quantus' default ``False``).
+        absolute: Rank magnitudes (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -180,11 +180,11 @@ class RelevanceRankAccuracy(_Preprocessed):
     """
 
     higher_is_better: bool = True
-    quantus_abs = False
+    quantus_absolute = False
 
     def update(self, maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> None:
         """Score a batch of ``maps [B, 1, H, W]`` against ``boxes [B, 4]`` or ``masks [B, H, W]``."""
-        self._accumulate(relevance_rank_accuracy(maps, boxes, masks, abs=self.abs, normalise=self.normalise))
+        self._accumulate(relevance_rank_accuracy(maps, boxes, masks, absolute=self.absolute, normalise=self.normalise))
 
 
 class LocalisationAUC(_Preprocessed):
@@ -194,7 +194,7 @@ class LocalisationAUC(_Preprocessed):
     map are left out.
 
     Args:
-        abs: Score magnitudes (``None``: Quantus' default ``False``).
+        absolute: Score magnitudes (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -207,11 +207,11 @@ class LocalisationAUC(_Preprocessed):
     """
 
     higher_is_better: bool = True
-    quantus_abs = False
+    quantus_absolute = False
 
     def update(self, maps: Tensor, boxes: Tensor | None = None, masks: Tensor | None = None) -> None:
         """Score a batch of ``maps [B, 1, H, W]`` against ``boxes [B, 4]`` or ``masks [B, H, W]``."""
-        self._accumulate(localisation_auc(maps, boxes, masks, abs=self.abs, normalise=self.normalise))
+        self._accumulate(localisation_auc(maps, boxes, masks, absolute=self.absolute, normalise=self.normalise))
 
 
 class Focus(_Preprocessed):
@@ -220,7 +220,7 @@ class Focus(_Preprocessed):
     See :func:`~lightning_saliency.metrics.functional.focus`.
 
     Args:
-        abs: Take magnitudes first (``None``: Quantus' default ``False``).
+        absolute: Take magnitudes first (``None``: Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (``True``).
         kwargs: Passed to :class:`torchmetrics.Metric`.
 
@@ -235,8 +235,8 @@ class Focus(_Preprocessed):
     """
 
     higher_is_better: bool = True
-    quantus_abs = False
+    quantus_absolute = False
 
     def update(self, maps: Tensor, quadrants: Tensor) -> None:
         """Score a batch of mosaic ``maps [B, 1, H, W]`` with ``quadrants [B, 4]`` (0/1, the target class's)."""
-        self._accumulate(focus(maps, quadrants, abs=self.abs, normalise=self.normalise))
+        self._accumulate(focus(maps, quadrants, absolute=self.absolute, normalise=self.normalise))

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lightning_saliency.metrics._base import _MeanScore
-from lightning_saliency.metrics.functional._perturbed import Explainer
+from lightning_saliency.metrics.functional._quantus import Explainer
 from lightning_saliency.metrics.functional.randomisation import efficient_mprt, random_logit, smooth_mprt
 from lightning_saliency.metrics.robustness import _ExplanationScore, _split
 

@@ -27,7 +27,7 @@ from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
     _check_maps,
     _check_model_inputs,
-    _chunked_target_probs,
+    _chunked_target_outputs,
     _pixel_ranks,
     _scoring,
 )
@@ -281,8 +281,8 @@ def _confidence(ctx: ScoreContext) -> dict[str, Tensor]:
     """Average Drop and Increase in Confidence from the same two forwards (inputs, inputs * map)."""
     model, inputs, targets = _model_context(ctx)
     with _scoring(model, inputs):
-        y = _chunked_target_probs(model, inputs, targets, ctx.run, ctx.batch_size)
-        o = _chunked_target_probs(model, inputs * ctx.maps.to(inputs.dtype), targets, ctx.run, ctx.batch_size)
+        y = _chunked_target_outputs(model, inputs, targets, ctx.run, ctx.batch_size)
+        o = _chunked_target_outputs(model, inputs * ctx.maps.to(inputs.dtype), targets, ctx.run, ctx.batch_size)
     return {"average_drop": _average_drop_per_image(y, o), "increase_in_confidence": _increase_per_image(y, o)}
 
 

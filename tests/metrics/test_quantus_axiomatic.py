@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _quantus_names import ours
 from torch import Tensor, nn
 
 from lightning_saliency.methods import Gradient, GradientXInput, IntegratedGradients
@@ -131,7 +132,7 @@ def sensitivity_batch() -> tuple[nn.Module, Tensor, Tensor, Tensor]:
 def test_non_sensitivity_equal_to_quantus(kwargs, softmax):
     net, x, y, a = sensitivity_batch()
     expected = quantus_call(quantus.NonSensitivity(disable_warnings=True, **kwargs), net, x, y, a, softmax=softmax)
-    got = non_sensitivity(net, x, y, a, softmax=softmax, batch_size=50, **kwargs)  # other chunks than Quantus'
+    got = non_sensitivity(net, x, y, a, softmax=softmax, batch_size=50, **ours(kwargs))  # other chunks than Quantus'
     assert got.dtype == torch.float32
     np.testing.assert_array_equal(got.double().numpy(), expected)
     assert expected.min() > 0  # some violations: zero-attributed pixels the model sees,
@@ -198,7 +199,7 @@ def test_input_invariance_equal_to_quantus():
         extra = per_image if kwargs.get("normalise") else {}
         metric = quantus.InputInvariance(disable_warnings=True, **kwargs, **extra)
         expected = quantus_call(metric, net, x, y, a, explain_func=grad)
-        got = input_invariance(explain, net, x, y, a, **kwargs)
+        got = input_invariance(explain, net, x, y, a, **ours(kwargs))
         np.testing.assert_array_equal(got.double().numpy(), expected)
         np.testing.assert_array_equal(expected, [1.0, 1.0, 0.0, 0.0])
 

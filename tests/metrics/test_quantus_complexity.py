@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _quantus_names import ours as quantus_names
 
 from lightning_saliency.metrics import (
     Complexity,
@@ -61,7 +62,7 @@ def test_equal_to_quantus(ours, peer, kwargs, raw):
     if raw and kwargs.get("abs") is False and ours is sparseness:
         pytest.skip("Gini of signed values: covered on maps")
     expected = theirs(peer(disable_warnings=True, **kwargs, **(PER_IMAGE if raw else {})), data)
-    got = ours(torch.from_numpy(data["a_batch"]), **kwargs)
+    got = ours(torch.from_numpy(data["a_batch"]), **quantus_names(kwargs))
     assert got.dtype == torch.float32
     assert got.shape == (4,)
     # Quantus computes in float32 (entropy terms of 256 values up to log 256); ours sums in float64: measured
@@ -117,7 +118,7 @@ def test_metric_classes_average_the_functionals():
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: sparseness(torch.rand(2, 4), abs=1), "abs must be a bool, got 1"),
+        (lambda: sparseness(torch.rand(2, 4), absolute=1), "absolute must be a bool, got 1"),
         (lambda: complexity(torch.rand(2, 4), normalise="yes"), "normalise must be a bool, got 'yes'"),
         (lambda: effective_complexity(torch.rand(2, 4), eps=-1.0), r"eps must be a number >= 0 .*got -1.0"),
         (lambda: sparseness(torch.rand(4)), r"maps must be a floating-point Tensor \[B, \.\.\.\].*got \(4,\)"),

@@ -368,7 +368,7 @@ def test_metric_classes_average_the_functionals(setup):
         ),
         (F.pixel_flipping, {"perturb_baseline": float("nan")}, "perturb_baseline must be a finite number, got nan"),
         (F.pixel_flipping, {"uniform_range": (1.0, 0.0)}, r"uniform_range must have low <= high, got \(1.0, 0.0\)"),
-        (F.pixel_flipping, {"absolute": 1}, "abs must be a bool, got 1"),
+        (F.pixel_flipping, {"absolute": 1}, "absolute must be a bool, got 1"),
         (F.monotonicity, {"softmax": "yes"}, "softmax must be a bool, got 'yes'"),
         (F.monotonicity, {"batch_size": 0}, "batch_size must be a positive int"),
         (F.monotonicity_correlation, {"eps": -1.0}, "eps must be a float >= 0, got -1.0"),

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _quantus_names import ours as quantus_names
 from torch import nn
 
 from lightning_saliency.metrics import IROF, RegionPerturbation, Selectivity, SensitivityN, Sufficiency
@@ -85,18 +86,9 @@ def _numpy_trapz(monkeypatch):
 def test_region_perturbation_equals_quantus(model, size, kwargs):
     x, y, a = batch(size)
     theirs = np.asarray(q(quantus.RegionPerturbation(disable_warnings=True, **kwargs), model, x, y, a))
-    ours = region_perturbation(model, x, y, a, **_ours(kwargs))
+    ours = region_perturbation(model, x, y, a, **quantus_names(kwargs))
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours.numpy(), theirs, atol=ATOL, rtol=0)
-
-
-def _ours(kwargs: dict) -> dict:
-    out = dict(kwargs)
-    if "perturb_baseline" in out:
-        out["baseline"] = out.pop("perturb_baseline")
-    if "abs" in out:
-        out["absolute"] = out.pop("abs")
-    return out
 
 
 def test_region_perturbation_with_per_channel_attributions_and_quantus_auc(model):
@@ -126,7 +118,7 @@ def test_selectivity_equals_quantus(model, size, kwargs):
     x, y, a = batch(size, seed=1)
     metric = quantus.Selectivity(disable_warnings=True, **kwargs)
     theirs = np.asarray(q(metric, model, x, y, a))
-    ours = selectivity(model, x, y, a, **_ours(kwargs))
+    ours = selectivity(model, x, y, a, **quantus_names(kwargs))
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours.numpy(), theirs, atol=ATOL, rtol=0)
     k = ours.shape[1]
@@ -151,7 +143,7 @@ def test_irof_equals_quantus(model, size, kwargs):
     x, y, a = batch(size, seed=2)
     metric = quantus.IROF(return_aggregate=False, disable_warnings=True, perturb_func=_mask_broadcast, **kwargs)
     theirs = np.asarray(q(metric, model, x, y, a))
-    ours = irof(model, x, y, a, **_ours(kwargs))
+    ours = irof(model, x, y, a, **quantus_names(kwargs))
     np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5, rtol=0)
     # Quantus' default: the aggregate (mean) over images
     agg = q(quantus.IROF(disable_warnings=True, perturb_func=_mask_broadcast, **kwargs), model, x, y, a)
@@ -193,7 +185,7 @@ def test_sensitivity_n_equals_quantus(model, size, kwargs):
     theirs = np.asarray(
         q(quantus.SensitivityN(return_aggregate=False, disable_warnings=True, **kwargs), model, x, y, a)
     )
-    ours = sensitivity_n(model, x, y, a, **_ours(kwargs))
+    ours = sensitivity_n(model, x, y, a, **quantus_names(kwargs))
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5, rtol=0)
     agg = q(quantus.SensitivityN(disable_warnings=True, **kwargs), model, x, y, a)
@@ -257,8 +249,12 @@ def test_tied_maps_rank_regions_in_raster_order(model):
         (region_perturbation, {"patch_size": 2.5}, r"patch_size must be an int >= 1 .*got 2\.5"),
         (region_perturbation, {"order": "random"}, r"order must be one of 'morf', 'lerf', got 'random'"),
         (region_perturbation, {"regions_evaluation": 0}, r"regions_evaluation must be an int >= 1 .*got 0"),
-        (region_perturbation, {"baseline": "uniform"}, r"baseline must be 'black', 'white', 'mean' or a number, got"),
-        (selectivity, {"baseline": True}, r"baseline must be .* got True"),
+        (
+            region_perturbation,
+            {"perturb_baseline": "uniform"},
+            r"perturb_baseline must be 'black', 'white', 'mean' or a number, got",
+        ),
+        (selectivity, {"perturb_baseline": True}, r"perturb_baseline must be .* got True"),
         (selectivity, {"batch_size": 0}, r"batch_size must be a positive int .*got 0"),
         (irof, {"baseline_over": "all"}, r"baseline_over must be one of 'batch', 'image', got 'all'"),
         (irof, {"segments": torch.zeros(4, 8, 8, dtype=torch.long)}, r"segments must be an integer Tensor \[B, H, W\]"),
@@ -322,7 +318,10 @@ def test_classes_accumulate_the_mean_score(model):
         (lambda: Selectivity(patch_size=-1), r"patch_size must be an int >= 1 .*got -1"),
         (lambda: RegionPerturbation(order="MoRF-ish"), r"order must be one of 'morf', 'lerf', got 'MoRF-ish'"),
         (lambda: RegionPerturbation(regions_evaluation=0), r"regions_evaluation must be an int >= 1 .*got 0"),
-        (lambda: IROF(baseline="uniform"), r"baseline must be 'black', 'white', 'mean' or a number, got 'uniform'"),
+        (
+            lambda: IROF(perturb_baseline="uniform"),
+            r"perturb_baseline must be 'black', 'white', 'mean' or a number, got 'uniform'",
+        ),
         (lambda: IROF(baseline_over="rank"), r"baseline_over must be one of 'batch', 'image', got 'rank'"),
         (lambda: SensitivityN(features_in_step=0), r"features_in_step must be an int >= 1 .*got 0"),
         (lambda: Sufficiency(distance="cosine"), r"distance must be one of 'seuclidean', 'euclidean', got 'cosine'"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _quantus_names import ours as quantus_names
 
 from lightning_saliency.metrics import (
     Focus,
@@ -70,7 +71,7 @@ CASES = [
 def test_equal_to_quantus(fn, peer, kwargs, raw):
     data = batch(raw=raw)
     expected = theirs(peer(disable_warnings=True, **kwargs), data)  # rankings: scale-free, batch maximum or not
-    got = ours(fn, data, **kwargs)
+    got = ours(fn, data, **quantus_names(kwargs))
     # hit counts over k are exact, the AUC's float64 rank sums equal scikit-learn's trapezoids to 1e-16; ours returns
     # float32, which rounds them by half an ulp (6e-8 at 1; concept influence reaches 12.8: 6e-8 relative)
     np.testing.assert_allclose(got, expected, rtol=6e-8, atol=6e-8)
@@ -135,7 +136,7 @@ def test_focus_equal_to_quantus(kwargs, size):
         data = {k: v[:, :, :-1, :-2] if v.ndim == 4 else v for k, v in data.items()}
     metric = quantus.Focus(disable_warnings=True, **kwargs)
     expected = np.asarray(metric(model=Net(), **data, custom_batch=quadrants, device="cpu"), dtype=np.float64)
-    got = focus(torch.from_numpy(data["a_batch"]), torch.from_numpy(quadrants), **kwargs)
+    got = focus(torch.from_numpy(data["a_batch"]), torch.from_numpy(quadrants), **quantus_names(kwargs))
     assert got.dtype == torch.float32
     # Quantus sums in float32 (1024 values), ours in float64: measured <= 1e-7
     np.testing.assert_allclose(got.double().numpy(), expected, rtol=1e-6, atol=1e-7)
@@ -170,7 +171,7 @@ BOX = torch.tensor([[0, 0, 4, 4]] * 2)
         (lambda: top_k_intersection(MAPS, BOX, k=0), r"k must be an int in \[1, 64\) .*got 0"),
         (lambda: top_k_intersection(MAPS, BOX, k=2.5), "k must be an int .*got 2.5"),
         (lambda: top_k_intersection(MAPS, BOX, k=4, concept_influence=1), "concept_influence must be a bool, got 1"),
-        (lambda: relevance_rank_accuracy(MAPS, BOX, abs="no"), "abs must be a bool, got 'no'"),
+        (lambda: relevance_rank_accuracy(MAPS, BOX, absolute="no"), "absolute must be a bool, got 'no'"),
         (lambda: localisation_auc(MAPS), "Pass exactly one of boxes"),
         (lambda: localisation_auc(MAPS, torch.zeros(2, 3)), r"boxes must have shape \[B, 4\].*got \(2, 3\)"),
         (lambda: focus(MAPS, torch.ones(2, 3)), r"quadrants must be a Tensor \[B=2, 4\] of 0/1 .*got \(2, 3\)"),

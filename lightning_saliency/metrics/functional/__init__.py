@@ -5,7 +5,7 @@ the paper's score is their mean, which the :mod:`lightning_saliency.metrics` cla
 """
 
 from lightning_saliency.metrics.functional.attack import masked_attack_norm, saliency_attack_score
-from lightning_saliency.metrics.functional.correlation import map_stability, spearman
+from lightning_saliency.metrics.functional.correlation import map_stability, pearson, spearman
 
 # faithfulness (Quantus): Faithfulness Correlation/Estimate, Monotonicity (Arya, Nguyen), Pixel-Flipping
 from lightning_saliency.metrics.functional.faithfulness import (
@@ -15,7 +15,6 @@ from lightning_saliency.metrics.functional.faithfulness import (
     faithfulness_estimate,
     monotonicity,
     monotonicity_correlation,
-    pearson,
     pixel_flipping,
     pixel_flipping_curve,
 )

@@ -57,11 +57,15 @@ def _pixel_ranks(maps: Tensor) -> Tensor:
     Ties (a constant or all-zero map included) are broken by raster order: the earlier pixel (row-major,
     top-left first) ranks first, so the ordering is deterministic.
     """
-    flat = maps.flatten(1)  # [B,HW]
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)  # [B,HW] pixel indices, most salient first
+    return _stable_ranks(maps.flatten(1))[1]  # [B,HW]
+
+
+def _stable_ranks(values: Tensor, descending: bool = True) -> tuple[Tensor, Tensor]:
+    """``(order, ranks)`` along dim 1 of ``values [B, N]``, ties in index order: ``order[:, r]`` has rank ``r``."""
+    order = torch.argsort(values, dim=1, descending=descending, stable=True)  # [B,N] indices, rank 0 first
     ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
-    return ranks
+    ranks.scatter_(1, order, torch.arange(values.shape[1], device=values.device).expand_as(order))
+    return order, ranks
 
 
 @contextlib.contextmanager
@@ -71,17 +75,23 @@ def _scoring(model: nn.Module, inputs: Tensor) -> Iterator[None]:
         yield
 
 
-def _target_probs(model: nn.Module, inputs: Tensor, targets: Target, run: Run) -> Tensor:
-    """Each input's target confidence ``[N]`` float32 (for a class: its softmax probability); one forward."""
+def _target_outputs(model: nn.Module, inputs: Tensor, targets: Target, run: Run, softmax: bool = True) -> Tensor:
+    """Each input's target output ``[N]``; one forward.
+
+    ``softmax``: the confidence, float32 (for a class: its softmax probability, Quantus' ``softmax=True``); else
+    the score in the output's dtype (for a class: its logit).
+    """
     logits = run.output(model, inputs)
     targets.check(logits)
-    return targets.confidence(logits)
+    return targets.confidence(logits) if softmax else targets.score(logits)
 
 
-def _chunked_target_probs(model: nn.Module, inputs: Tensor, targets: Target, run: Run, batch_size: int) -> Tensor:
-    """:func:`_target_probs` in forwards of at most ``batch_size`` inputs."""
+def _chunked_target_outputs(
+    model: nn.Module, inputs: Tensor, targets: Target, run: Run, batch_size: int, softmax: bool = True
+) -> Tensor:
+    """:func:`_target_outputs` in forwards of at most ``batch_size`` inputs."""
     out = run_chunked(
-        lambda lo, hi: _target_probs(model, inputs[lo:hi], targets[lo:hi], run),
+        lambda lo, hi: _target_outputs(model, inputs[lo:hi], targets[lo:hi], run, softmax),
         inputs.shape[0],
         batch_size,
         what="images",

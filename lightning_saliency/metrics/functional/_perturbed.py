@@ -18,14 +18,11 @@ from torch import Tensor, nn
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run, preserved_rng
 from lightning_saliency.exceptions import SaliencyWarning
-from lightning_saliency.methods.base import SaliencyMethod
 from lightning_saliency.metrics.functional._common import _check_model_inputs, _scoring
+from lightning_saliency.metrics.functional._quantus import Explainer, _explained, _normalised, _predicted
 from lightning_saliency.targets import Target
 
 __all__: list[str] = []
-
-Explainer = SaliencyMethod | Callable[[nn.Module, Tensor, Any], Tensor]
-"""A saliency method instance, or ``f(model, inputs, targets) -> explanation`` (any shape with batch first)."""
 
 Phi = Callable[[Tensor, Tensor], Tensor]
 """``phi(x, rows)``: the explanation ``[N, D]`` (float32, flattened) of inputs ``x [N, ...]`` for image ``rows``."""
@@ -37,20 +34,7 @@ def _explainer(explain: Explainer, model: nn.Module, target: Target, targets: An
         raise TypeError(f"explain must be a SaliencyMethod or a callable, got {type(explain).__name__}.")
 
     def phi(x: Tensor, rows: Tensor) -> Tensor:
-        if isinstance(explain, SaliencyMethod):
-            out = explain(model, x, target[rows], precision=run.precision, output_adapter=run.output_adapter)
-        else:  # the targets in the form the caller gave them
-            if isinstance(targets, Tensor):
-                picked: Any = targets[rows.to(targets.device)]
-            elif isinstance(targets, Target):
-                picked = targets[rows]
-            else:
-                picked = targets
-            out = explain(model, x, picked)
-        if not isinstance(out, Tensor) or out.ndim < 2 or out.shape[0] != x.shape[0]:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"explain must return a Tensor [N, ...] for inputs {tuple(x.shape)}, got {got}.")
-        return out.detach().float().flatten(1)  # [N,D]
+        return _explained(explain, model, x, rows, target, targets, run).flatten(1)  # [N,D]
 
     return phi
 
@@ -67,11 +51,6 @@ def _each_pair(fn: Callable[[Tensor, Tensor], Tensor], b: int, n: int, batch_siz
     )
     table = torch.cat(out)  # [n*B,...]
     return table.view(n, b, *table.shape[1:]).transpose(0, 1)
-
-
-def _predicted(out: Tensor) -> Tensor:
-    """The predicted class ``[N, P]`` of an output: ``argmax`` over dim 1, per position (``P = 1`` for ``[N, K]``)."""
-    return out.float().argmax(1).reshape(out.shape[0], -1) if out.ndim > 1 else out.new_zeros(out.shape[0], 1).long()
 
 
 def _predictions(model: nn.Module, x: Tensor, run: Run) -> Tensor:
@@ -100,18 +79,6 @@ def _reduce(values: Tensor, kept: Tensor | None, how: str, score: str) -> Tensor
         if how == "mean":
             return values.sum(1) / kept.sum(1)
     return values.amax(1) if how == "max" else values.mean(1)
-
-
-def _normalised(a: Tensor, normalise: str | None, absolute: bool) -> Tensor:
-    """Quantus' post-processing of explanations ``[N, D]``, per explanation (an all-zero one left as is).
-
-    ``normalise``: ``"max"`` divides by the largest ``|a|`` (Quantus' ``normalise_by_max``), ``"second_moment"``
-    by ``sqrt(mean(a^2))`` (``normalise_by_average_second_moment_estimate``); then ``|a|`` if ``absolute``.
-    """
-    if normalise is not None:
-        scale = a.abs().amax(1, keepdim=True) if normalise == "max" else a.pow(2).mean(1, keepdim=True).sqrt()
-        a = a / torch.where(scale == 0, torch.ones_like(scale), scale)
-    return a.abs() if absolute else a
 
 
 def _uniform_perturbations(shape: tuple[int, ...], n: int, low: float, high: float, seed: int) -> Tensor:

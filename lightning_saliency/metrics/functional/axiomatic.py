@@ -2,7 +2,7 @@
 
 All three run the model (batched, chunked, in ``inference_mode`` with the model in eval mode and the RNG kept;
 input invariance explains a second time). Attributions go through Quantus' preprocessing first (``normalise``
-then ``abs``, per image: see :mod:`._prepare`), with Quantus' defaults for each metric.
+then ``absolute``, per image: see :mod:`._quantus`), with Quantus' defaults for each metric.
 
 Baselines are Quantus' ``perturb_baseline`` values: ``"black"`` (each image's minimum over all its values),
 ``"white"`` (its maximum), ``"mean"`` (its mean over all values), a float, or a tensor broadcastable to the inputs.
@@ -11,33 +11,32 @@ Baselines are Quantus' ``perturb_baseline`` values: ``"black"`` (each image's mi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_saliency._baselines import perturbation_baseline
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
-from lightning_saliency.methods.base import SaliencyMethod
 from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
     _check_model_inputs,
-    _chunked_target_probs,
+    _chunked_target_outputs,
     _scoring,
 )
-from lightning_saliency.metrics.functional._prepare import _check_flag, _prepared
-from lightning_saliency.metrics.functional.robustness import _target_scores
-from lightning_saliency.targets import Target, TargetLike
+from lightning_saliency.metrics.functional._quantus import (
+    Explainer,
+    _baseline_values,
+    _check_flag,
+    _explained,
+    _prepared,
+)
+from lightning_saliency.targets import TargetLike
 
 __all__ = ["QuantusBaseline", "completeness", "input_invariance", "non_sensitivity", "quantus_baseline"]
 
 QuantusBaseline = str | float | Tensor
 """``"black"``, ``"white"``, ``"mean"``, a float, or a tensor broadcastable to the inputs (Quantus' names)."""
-
-Explainer = SaliencyMethod | Callable[[nn.Module, Tensor, Any], Tensor]
-"""A saliency method instance, or ``f(model, inputs, targets) -> attributions`` (batch first)."""
 
 
 def quantus_baseline(inputs: Tensor, perturb_baseline: QuantusBaseline) -> Tensor:
@@ -47,30 +46,28 @@ def quantus_baseline(inputs: Tensor, perturb_baseline: QuantusBaseline) -> Tenso
         >>> quantus_baseline(torch.tensor([[[[1.0, 3.0]]], [[[0.0, 8.0]]]]), "black").flatten().tolist()
         [1.0, 1.0, 0.0, 0.0]
     """
-    if isinstance(perturb_baseline, (int, float)) and not isinstance(perturb_baseline, bool):
-        return perturbation_baseline(inputs, perturb_baseline)  # the constant
     if isinstance(perturb_baseline, Tensor):
         try:
             return torch.broadcast_to(perturb_baseline.to(inputs), inputs.shape).clone()
         except RuntimeError as err:
             shapes = f"{tuple(perturb_baseline.shape)} does not broadcast to the inputs {tuple(inputs.shape)}"
             raise ValueError(f"perturb_baseline must be a Tensor broadcastable to the inputs: {shapes}.") from err
-    flat = inputs.flatten(1)  # [B,F]
-    if perturb_baseline == "black":
-        value = flat.amin(1, keepdim=True)
-    elif perturb_baseline == "white":
-        value = flat.amax(1, keepdim=True)
-    elif perturb_baseline == "mean":
-        value = flat.mean(1, keepdim=True)
-    else:
+    number = isinstance(perturb_baseline, (int, float)) and not isinstance(perturb_baseline, bool)
+    if not number and perturb_baseline not in ("black", "white", "mean"):
         raise ValueError(
             f"perturb_baseline must be 'black', 'white', 'mean', a float or a Tensor, got {perturb_baseline!r}."
         )
+    flat = inputs.flatten(1)  # [B,F]
+    value = _baseline_values(flat, perturb_baseline)[:, None]  # [B,1] in the inputs' dtype
     return value.expand_as(flat).reshape(inputs.shape).clone()
 
 
 def _attributions_like(attributions: Tensor, inputs: Tensor) -> Tensor:
-    """``attributions`` checked against ``inputs``: batch first, as many dimensions, broadcastable."""
+    """``attributions`` checked against ``inputs``: batch first, as many dimensions, broadcastable.
+
+    Not :func:`._quantus._broadcast_attributions`: completeness sums the map as given (a ``[B, 1, H, W]`` map is
+    not repeated over the channels), so it is checked but not expanded.
+    """
     ok = isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim
     if ok:
         try:
@@ -86,13 +83,6 @@ def _attributions_like(attributions: Tensor, inputs: Tensor) -> Tensor:
     return attributions.to(inputs.device)
 
 
-def _outputs(model: nn.Module, inputs: Tensor, targets: Target, run: Run, batch_size: int, softmax: bool) -> Tensor:
-    """``[N]`` float32: each input's target probability (``softmax``) or score (a class's logit)."""
-    if softmax:
-        return _chunked_target_probs(model, inputs, targets, run, batch_size)
-    return _target_scores(model, inputs, targets, run, batch_size).float()
-
-
 def completeness(
     model: nn.Module,
     inputs: Tensor,
@@ -100,7 +90,7 @@ def completeness(
     attributions: Tensor,
     *,
     perturb_baseline: QuantusBaseline = "black",
-    abs: bool = False,
+    absolute: bool = False,
     normalise: bool = True,
     rtol: float = 0.0,
     atol: float = 0.0,
@@ -122,7 +112,7 @@ def completeness(
         targets: What the attributions explain (``[B]`` class indices, or a target).
         attributions: ``[B, C, H, W]`` or ``[B, 1, H, W]``; each image's values are summed.
         perturb_baseline: ``x'``: ``"black"`` (Quantus' default), ``"white"``, ``"mean"``, a float or a tensor.
-        abs: Take magnitudes first (Quantus' default ``False``).
+        absolute: Take magnitudes first (Quantus' default ``False``).
         normalise: Divide by the largest magnitude first (Quantus' default ``True``).
         rtol: Relative tolerance (0: exact, as Quantus).
         atol: Absolute tolerance (0: exact, as Quantus).
@@ -149,12 +139,14 @@ def completeness(
             raise ValueError(f"{arg} must be a number >= 0, got {value!r}.")
     _check_batch_size(batch_size)
     attributions = _attributions_like(attributions, inputs)
-    total = _prepared(attributions, abs=abs, normalise=normalise, arg="attributions").flatten(1).double().sum(1)
+    total = (
+        _prepared(attributions, absolute=absolute, normalise=normalise, arg="attributions").flatten(1).double().sum(1)
+    )
     reference = quantus_baseline(inputs, perturb_baseline)
     run = run or Run()
     with _scoring(model, inputs):
-        f_x = _outputs(model, inputs, target, run, batch_size, softmax=False)  # [B]
-        f_reference = _outputs(model, reference, target, run, batch_size, softmax=False)
+        f_x = _chunked_target_outputs(model, inputs, target, run, batch_size, softmax=False).float()  # [B]
+        f_reference = _chunked_target_outputs(model, reference, target, run, batch_size, softmax=False).float()
     gap = (f_x - f_reference).double()  # [B] the difference in float32, as Quantus; then compared exactly
     return ((total - gap).abs() <= atol + rtol * gap.abs()).float()
 
@@ -168,7 +160,7 @@ def non_sensitivity(
     eps: float = 1e-5,
     features_in_step: int = 1,
     perturb_baseline: QuantusBaseline = "black",
-    abs: bool = True,
+    absolute: bool = True,
     normalise: bool = True,
     softmax: bool = True,
     batch_size: int = 64,
@@ -194,7 +186,7 @@ def non_sensitivity(
         eps: Threshold on the attributions (after preprocessing) and on the change of the output (``1e-5``).
         features_in_step: Values replaced per forward.
         perturb_baseline: What they are replaced by (``"black"``: the image's minimum).
-        abs: Take magnitudes first (Quantus' default ``True``).
+        absolute: Take magnitudes first (Quantus' default ``True``).
         normalise: Divide by the largest magnitude first (Quantus' default ``True``).
         softmax: Compare probabilities (``True``, Quantus' default) or scores (a class's logit).
         batch_size: Most perturbed images per forward.
@@ -222,7 +214,7 @@ def non_sensitivity(
     _check_flag(softmax, "softmax")
     _check_batch_size(batch_size)
     attributions = _attributions_like(attributions, inputs)
-    a = _prepared(attributions, abs=abs, normalise=normalise, arg="attributions")
+    a = _prepared(attributions, absolute=absolute, normalise=normalise, arg="attributions")
     unattributed = torch.broadcast_to(a, inputs.shape).flatten(1) < eps  # [B,F]
     b, f = unattributed.shape
     groups = math.ceil(f / features_in_step)
@@ -236,23 +228,15 @@ def non_sensitivity(
         image, group = item // groups, item % groups  # [n] image-major
         replaced = group_of[None] == group[:, None]  # [n,F]
         perturbed = torch.where(replaced, reference[image], flat[image]).view(-1, *inputs.shape[1:])
-        return _outputs(model, perturbed, target[image], run, hi - lo, softmax)
+        return _chunked_target_outputs(model, perturbed, target[image], run, hi - lo, softmax).float()
 
     with _scoring(model, inputs):
-        clean = _outputs(model, inputs, target, run, batch_size, softmax)  # [B]
+        clean = _chunked_target_outputs(model, inputs, target, run, batch_size, softmax).float()  # [B]
         moved = torch.cat(run_chunked(changes, b * groups, batch_size, what="perturbed images")).view(b, groups)
     insensitive = (moved - clean[:, None]).abs() < eps  # [B,G]
     non_feature = torch.ones(b, groups, dtype=torch.bool, device=inputs.device)
     non_feature.scatter_reduce_(1, group_of.expand(b, -1), unattributed, "amin")  # all of the group's values
     return (insensitive ^ non_feature).sum(1).float()
-
-
-def _explained(explain: Explainer, model: nn.Module, x: Tensor, target: Target, targets: Any, run: Run) -> Tensor:
-    if isinstance(explain, SaliencyMethod):
-        return explain(model, x, target, precision=run.precision, output_adapter=run.output_adapter).detach()
-    if not callable(explain):
-        raise TypeError(f"explain must be a SaliencyMethod or a callable, got {type(explain).__name__}.")
-    return explain(model, x, targets).detach()  # the targets as the caller gave them
 
 
 def input_invariance(
@@ -263,7 +247,7 @@ def input_invariance(
     attributions: Tensor | None = None,
     *,
     input_shift: float = -1.0,
-    abs: bool = False,
+    absolute: bool = False,
     normalise: bool = False,
     run: Run | None = None,
 ) -> Tensor:
@@ -286,7 +270,7 @@ def input_invariance(
         targets: What to explain.
         attributions: The explanation of ``inputs`` (default: ``explain`` computes it; e.g. the maps already made).
         input_shift: The constant added to the inputs (Quantus' default ``-1``).
-        abs: Take magnitudes of both explanations first (Quantus' default ``False``).
+        absolute: Take magnitudes of both explanations first (Quantus' default ``False``).
         normalise: Divide both by their largest magnitude first (Quantus' default ``False``).
         run: Precision and output adapter (for a saliency method).
 
@@ -307,8 +291,9 @@ def input_invariance(
     if isinstance(input_shift, bool) or not isinstance(input_shift, (int, float)) or not math.isfinite(input_shift):
         raise ValueError(f"input_shift must be a finite number, got {input_shift!r}.")
     run = run or Run()
+    rows = torch.arange(inputs.shape[0], device=inputs.device)
     if attributions is None:
-        attributions = _explained(explain, model, inputs, target, targets, run)
+        attributions = _explained(explain, model, inputs, rows, target, targets, run)
     shift = float(input_shift)
 
     def unshift(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -316,7 +301,7 @@ def input_invariance(
 
     handle = model.register_forward_pre_hook(unshift)
     try:
-        moved = _explained(explain, model, inputs + shift, target, targets, run)
+        moved = _explained(explain, model, inputs + shift, rows, target, targets, run)
     finally:
         handle.remove()
     if not isinstance(attributions, Tensor) or tuple(attributions.shape) != tuple(moved.shape):
@@ -325,6 +310,6 @@ def input_invariance(
             f"attributions must have the shape of the explanation {tuple(moved.shape)} of the shifted inputs, got "
             f"{got}."
         )
-    a = _prepared(attributions.to(moved.device), abs=abs, normalise=normalise, arg="attributions").flatten(1)
-    m = _prepared(moved, abs=abs, normalise=normalise, arg="attributions").flatten(1)
+    a = _prepared(attributions.to(moved.device), absolute=absolute, normalise=normalise, arg="attributions").flatten(1)
+    m = _prepared(moved, absolute=absolute, normalise=normalise, arg="attributions").flatten(1)
     return ((a - m).abs() <= 1e-4 + 1e-5 * m.abs()).all(1).float()

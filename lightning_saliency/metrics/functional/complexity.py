@@ -1,7 +1,7 @@
 """Complexity of explanations (Quantus 0.6's ``Sparseness``, ``Complexity``, ``EffectiveComplexity``): maps only.
 
-Each reads the attributions alone, after Quantus' preprocessing (by default ``abs=True, normalise=True``: each
-image divided by its largest magnitude, then magnitudes; see :mod:`._prepare` for the one difference, per image
+Each reads the attributions alone, after Quantus' preprocessing (by default ``absolute=True, normalise=True``: each
+image divided by its largest magnitude, then magnitudes; see :mod:`._quantus` for the one difference, per image
 where Quantus' default divides by the batch's maximum). Any shape ``[B, ...]`` is accepted (maps ``[B, 1, H, W]``,
 raw attributions ``[B, C, H, W]``, volumes); each image's values are flattened, as Quantus does.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_saliency.metrics.functional._prepare import _prepared
+from lightning_saliency.metrics.functional._quantus import _prepared
 
 __all__ = ["complexity", "effective_complexity", "sparseness"]
 
 
-def sparseness(maps: Tensor, *, abs: bool = True, normalise: bool = True) -> Tensor:
+def sparseness(maps: Tensor, *, absolute: bool = True, normalise: bool = True) -> Tensor:
     """Sparseness per image (Chalasani et al. 2020): the Gini index of the attributions, higher is sparser.
 
     ``sum_i (2 i - n - 1) a_(i) / (n sum_i a_(i))`` over the ``n`` values sorted ascending (``i = 1..n``), after
@@ -25,7 +25,7 @@ def sparseness(maps: Tensor, *, abs: bool = True, normalise: bool = True) -> Ten
 
     Args:
         maps: ``[B, ...]`` attributions or maps.
-        abs: Take magnitudes (Quantus' default ``True``).
+        absolute: Take magnitudes (Quantus' default ``True``).
         normalise: Divide each image by its largest magnitude first (Quantus' default ``True``).
 
     Returns:
@@ -37,14 +37,14 @@ def sparseness(maps: Tensor, *, abs: bool = True, normalise: bool = True) -> Ten
         >>> sparseness(maps)
         tensor([0.7500, 0.0000])
     """
-    a = (_prepared(maps, abs=abs, normalise=normalise).flatten(1) + 1e-7).double()  # [B,N] the add in float32
+    a = (_prepared(maps, absolute=absolute, normalise=normalise).flatten(1) + 1e-7).double()  # [B,N] the add in float32
     n = a.shape[1]
     ordered = a.sort(1).values
     weights = 2 * torch.arange(1, n + 1, device=a.device, dtype=torch.float64) - n - 1  # [N]
     return ((weights * ordered).sum(1) / (n * ordered.sum(1))).float()
 
 
-def complexity(maps: Tensor, *, abs: bool = True, normalise: bool = True) -> Tensor:
+def complexity(maps: Tensor, *, absolute: bool = True, normalise: bool = True) -> Tensor:
     """Complexity per image (Bhatt et al. 2020): the entropy of the attributions' share of the total, lower is simpler.
 
     ``-sum_i p_i log(p_i + 1e-12)`` with ``p_i = a_i / sum_j |a_j|``, as Quantus' ``Complexity``: 0 when one value
@@ -53,7 +53,7 @@ def complexity(maps: Tensor, *, abs: bool = True, normalise: bool = True) -> Ten
 
     Args:
         maps: ``[B, ...]`` attributions or maps.
-        abs: Take magnitudes (Quantus' default ``True``; with ``False`` negative values give NaN, as in Quantus).
+        absolute: Take magnitudes (Quantus' default ``True``; with ``False`` negative values give NaN, as in Quantus).
         normalise: Divide each image by its largest magnitude first (no effect but rounding: ``p`` is scale-free).
 
     Returns:
@@ -66,12 +66,12 @@ def complexity(maps: Tensor, *, abs: bool = True, normalise: bool = True) -> Ten
         >>> complexity(maps)  # log 4, log 2
         tensor([1.3863, 0.6931])
     """
-    a = _prepared(maps, abs=abs, normalise=normalise).flatten(1).double()  # [B,N]
+    a = _prepared(maps, absolute=absolute, normalise=normalise).flatten(1).double()  # [B,N]
     p = a / a.abs().sum(1, keepdim=True)
     return (-(p * torch.log(p + 1e-12)).sum(1)).float()
 
 
-def effective_complexity(maps: Tensor, *, eps: float = 1e-5, abs: bool = True, normalise: bool = True) -> Tensor:
+def effective_complexity(maps: Tensor, *, eps: float = 1e-5, absolute: bool = True, normalise: bool = True) -> Tensor:
     """Effective complexity per image (Nguyen & Martinez 2020): how many values exceed ``eps``, lower is simpler.
 
     Counted after the preprocessing (so ``eps`` is a fraction of each image's largest magnitude), as Quantus'
@@ -81,7 +81,7 @@ def effective_complexity(maps: Tensor, *, eps: float = 1e-5, abs: bool = True, n
     Args:
         maps: ``[B, ...]`` attributions or maps.
         eps: The threshold (Quantus' default ``1e-5``).
-        abs: Take magnitudes (Quantus' default ``True``).
+        absolute: Take magnitudes (Quantus' default ``True``).
         normalise: Divide each image by its largest magnitude first (Quantus' default ``True``).
 
     Returns:
@@ -96,5 +96,7 @@ def effective_complexity(maps: Tensor, *, eps: float = 1e-5, abs: bool = True, n
     """
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a number >= 0 (a fraction of the largest value), got {eps!r}.")
-    a = _prepared(maps, abs=abs, normalise=normalise).flatten(1)  # [B,N] float32, compared in float32 as Quantus
+    a = _prepared(maps, absolute=absolute, normalise=normalise).flatten(
+        1
+    )  # [B,N] float32, compared in float32 as Quantus
     return (a > eps).sum(1).float()

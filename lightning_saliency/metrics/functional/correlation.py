@@ -1,4 +1,4 @@
-"""Rank correlation between maps: Spearman's rho (torch, average ranks for ties) and epoch-to-epoch stability."""
+"""Correlations: Spearman's rho between maps (torch, average ranks for ties), Pearson per row, map stability."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from torch import Tensor
 
 from lightning_saliency.metrics.functional._common import _check_maps
 
-__all__ = ["map_stability", "spearman"]
+__all__ = ["map_stability", "pearson", "spearman"]
 
 
 def _average_ranks(values: Tensor) -> Tensor:
@@ -55,6 +55,23 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     denom = (ra.square().sum(1) * rb.square().sum(1)).sqrt()  # [B]
     rho = (ra * rb).sum(1) / denom.clamp_min(1e-12)
     return torch.where(denom > 0, rho.clamp(-1.0, 1.0), torch.zeros_like(rho))
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation per row of ``a`` and ``b`` ``[B, N]``, in float64 (as ``scipy.stats.pearsonr``).
+
+    Where either row is constant the correlation is undefined (scipy: NaN); it is returned as 0, never NaN, as
+    :func:`~lightning_saliency.metrics.functional.spearman` does.
+
+    Example:
+        >>> pearson(torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]), torch.tensor([[2.0, 4.0, 7.0], [1.0, 2.0, 3.0]]))
+        tensor([0.9934, 0.0000])
+    """
+    a = a.double() - a.double().mean(1, keepdim=True)
+    b = b.double() - b.double().mean(1, keepdim=True)
+    denom = (a.square().sum(1) * b.square().sum(1)).sqrt()  # [B]
+    r = (a * b).sum(1) / torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, r.clamp(-1.0, 1.0), torch.zeros_like(r)).float()
 
 
 def map_stability(prev_maps: Tensor, maps: Tensor) -> Tensor:

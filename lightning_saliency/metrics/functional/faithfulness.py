@@ -12,9 +12,9 @@ steps for ``F = C * H * W`` features.
 The model's output is read through the target (:mod:`lightning_saliency.targets`): ``softmax=True`` reads
 :meth:`~lightning_saliency.targets.Target.confidence` (for a class: its softmax probability, Quantus'
 ``softmax=True``), ``softmax=False`` :meth:`~lightning_saliency.targets.Target.score` (for a class: its logit).
-Each metric's defaults are Quantus': the same baseline, ``abs``, softmax, steps and samples. Quantus'
-``normalise=True`` (attributions divided by the batch's largest ``|a|``) is left out: a positive scale of the
-attributions changes none of these scores (argsorts, Pearson and Spearman correlations).
+Each metric's defaults are Quantus': the same baseline, ``absolute`` (Quantus' ``abs``), softmax, steps and
+samples. Quantus' ``normalise=True`` (attributions divided by the batch's largest ``|a|``) is left out: a positive
+scale of the attributions changes none of these scores (argsorts, Pearson and Spearman correlations).
 
 Perturbation baselines (Quantus' ``get_baseline_value``, per image): ``"black"`` the image's minimum, ``"white"``
 its maximum, ``"mean"`` its mean, a number, or ``"uniform"``: one value ``U(uniform_range)`` per perturbation
@@ -39,8 +39,15 @@ from torch import Tensor, nn
 from lightning_saliency._checks import an_int, int_at_least
 from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run
-from lightning_saliency.metrics.functional._common import _check_batch_size, _check_model_inputs, _scoring
-from lightning_saliency.metrics.functional.correlation import _average_ranks
+from lightning_saliency.metrics.functional._common import (
+    _check_batch_size,
+    _check_model_inputs,
+    _scoring,
+    _stable_ranks,
+    _target_outputs,
+)
+from lightning_saliency.metrics.functional._quantus import _baseline_values, _broadcast_attributions, _check_flag
+from lightning_saliency.metrics.functional.correlation import _average_ranks, pearson
 from lightning_saliency.targets import Target, TargetLike
 
 __all__ = [
@@ -50,7 +57,6 @@ __all__ = [
     "faithfulness_estimate",
     "monotonicity",
     "monotonicity_correlation",
-    "pearson",
     "pixel_flipping",
     "pixel_flipping_curve",
 ]
@@ -60,23 +66,6 @@ PerturbBaseline = Literal["black", "white", "mean", "uniform"] | float
 
 Similarity = Literal["pearson", "spearman"]
 _NAMES = ("black", "white", "mean", "uniform")
-
-
-def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation per row of ``a`` and ``b`` ``[B, N]``, in float64 (as ``scipy.stats.pearsonr``).
-
-    Where either row is constant the correlation is undefined (scipy: NaN); it is returned as 0, never NaN, as
-    :func:`~lightning_saliency.metrics.functional.spearman` does.
-
-    Example:
-        >>> pearson(torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]), torch.tensor([[2.0, 4.0, 7.0], [1.0, 2.0, 3.0]]))
-        tensor([0.9934, 0.0000])
-    """
-    a = a.double() - a.double().mean(1, keepdim=True)
-    b = b.double() - b.double().mean(1, keepdim=True)
-    denom = (a.square().sum(1) * b.square().sum(1)).sqrt()  # [B]
-    r = (a * b).sum(1) / torch.where(denom > 0, denom, torch.ones_like(denom))
-    return torch.where(denom > 0, r.clamp(-1.0, 1.0), torch.zeros_like(r)).float()
 
 
 def _spearman(a: Tensor, b: Tensor) -> Tensor:
@@ -107,30 +96,17 @@ def _check_baseline(perturb_baseline: PerturbBaseline, uniform_range: tuple[floa
         raise ValueError(f"uniform_range must have low <= high, got {uniform_range!r}.")
 
 
-def _check_flags(**flags: bool) -> None:
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be a bool, got {value!r}.")
-
-
 def _flat_attributions(attributions: Tensor, inputs: Tensor, absolute: bool) -> Tensor:
-    """Attributions broadcast to the inputs and flattened: ``[B, F]`` float32, ``F = C * H * W``."""
-    if isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim - 1:
-        attributions = attributions[:, None]  # [B,1,H,W]
-    ok = isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim
-    ok = ok and attributions.shape[0] == inputs.shape[0]
-    ok = ok and all(a in (1, x) for a, x in zip(attributions.shape[1:], inputs.shape[1:], strict=True))
-    if not ok:
-        got = f"shape {tuple(attributions.shape)}" if isinstance(attributions, Tensor) else type(attributions).__name__
-        raise ValueError(
-            f"attributions must be a Tensor [B, 1 or C, H, W] (or [B, H, W]) that broadcasts to the inputs "
-            f"{tuple(inputs.shape)}, got {got}."
-        )
-    a = attributions.detach().float().to(inputs.device)
+    """Attributions broadcast to the inputs and flattened: ``[B, F]`` float32, ``F = C * H * W``.
+
+    NaN or inf is an error here (Quantus would carry it into every correlation); the region metrics
+    (:mod:`.faithfulness_regions`) and the map-only ones (:func:`._quantus._prepared`) read them as 0 instead.
+    """
+    a = _broadcast_attributions(attributions, inputs).float()
     if not torch.isfinite(a).all():
         raise ValueError("attributions must be finite, got NaN or inf values.")
     a = a.abs() if absolute else a
-    return a.expand(inputs.shape).reshape(inputs.shape[0], -1)  # [B,F]
+    return a.reshape(inputs.shape[0], -1)  # [B,F]
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -146,23 +122,13 @@ def _fill(
         low, high = uniform_range
         draws = torch.rand(calls, generator=generator) * (high - low) + low  # [calls] shared by the images
         return draws.to(flat.device)[None].expand(b, calls)
-    if baseline == "black":
-        value = flat.float().amin(1)
-    elif baseline == "white":
-        value = flat.float().amax(1)
-    elif baseline == "mean":
-        value = flat.float().mean(1)
-    else:
-        value = torch.full((b,), float(baseline), device=flat.device)
-    return value[:, None].expand(b, calls)  # [B,calls]
+    return _baseline_values(flat.float(), baseline)[:, None].expand(b, calls)  # [B,calls]
 
 
 def _step_of(a_flat: Tensor, features_in_step: int, descending: bool) -> tuple[Tensor, int]:
     """``(step [B, F], n)``: the step at which each feature is perturbed (stable order of ``a``), and the steps."""
     f = a_flat.shape[1]
-    order = torch.argsort(-a_flat if descending else a_flat, dim=1, stable=True)  # [B,F] as np.argsort(-a)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(f, device=order.device).expand_as(order))
+    ranks = _stable_ranks(a_flat, descending)[1]  # [B,F] as np.argsort(-a), ties in index order
     return ranks // features_in_step, math.ceil(f / features_in_step)
 
 
@@ -185,10 +151,7 @@ def _outputs(
 
     def chunk(lo: int, hi: int) -> None:
         x, image = build(torch.arange(lo, hi, device=device))
-        output = run.output(model, x)
-        target = targets[image]
-        target.check(output)
-        out[lo:hi] = target.confidence(output) if softmax else target.score(output)
+        out[lo:hi] = _target_outputs(model, x, targets[image], run, softmax)
 
     run_chunked(chunk, total, batch_size, what="perturbed inputs")
     return out
@@ -208,7 +171,8 @@ def _prepare(
 ) -> tuple[Target, Tensor, Tensor, Run]:
     """Checked ``(targets, inputs [B, F], attributions [B, F], run)``."""
     target = _check_model_inputs(inputs, targets, model, run)
-    _check_flags(abs=absolute, softmax=softmax)
+    _check_flag(absolute, "absolute")
+    _check_flag(softmax, "softmax")
     _check_batch_size(batch_size)
     _check_baseline(perturb_baseline, uniform_range)
     a_flat = _flat_attributions(attributions, inputs, absolute)

@@ -30,9 +30,12 @@ from lightning_saliency.metrics.functional._common import (
     _TINY,
     _check_batch_size,
     _check_model_inputs,
-    _chunked_target_probs,
+    _chunked_target_outputs,
     _scoring,
+    _stable_ranks,
 )
+from lightning_saliency.metrics.functional._quantus import _baseline_values, _broadcast_attributions, _predicted
+from lightning_saliency.metrics.functional.correlation import pearson
 from lightning_saliency.metrics.functional.perturbation import _threshold_curves, curve_auc
 from lightning_saliency.targets import Target, TargetLike
 
@@ -51,28 +54,20 @@ def _choice(value: object, arg: str, choices: tuple[str, ...]) -> str:
     return value.lower()
 
 
-def _check_fill(baseline: object) -> None:
-    if isinstance(baseline, bool) or not (
-        isinstance(baseline, (int, float)) or (isinstance(baseline, str) and baseline.lower() in _FILLS)
+def _check_fill(perturb_baseline: object) -> None:
+    if isinstance(perturb_baseline, bool) or not (
+        isinstance(perturb_baseline, (int, float))
+        or (isinstance(perturb_baseline, str) and perturb_baseline.lower() in _FILLS)
     ):
-        raise ValueError(f"baseline must be 'black', 'white', 'mean' or a number, got {baseline!r}.")
+        raise ValueError(f"perturb_baseline must be 'black', 'white', 'mean' or a number, got {perturb_baseline!r}.")
 
 
 def _check_attributions(attributions: Tensor, inputs: Tensor, absolute: bool) -> Tensor:
-    """``attributions`` broadcast to the inputs ``[B, C, H, W]``, float32 without NaN (``abs`` if ``absolute``)."""
-    if isinstance(attributions, Tensor) and attributions.ndim == inputs.ndim - 1:
-        attributions = attributions[:, None]  # [B,1,H,W]
-    try:
-        if not isinstance(attributions, Tensor) or attributions.shape[0] != inputs.shape[0]:
-            raise RuntimeError
-        attr = torch.broadcast_to(attributions.detach().to(inputs.device), inputs.shape)
-    except RuntimeError:
-        got = tuple(attributions.shape) if isinstance(attributions, Tensor) else type(attributions).__name__
-        raise ValueError(
-            f"attributions must be a Tensor [B, C, H, W], [B, 1, H, W] or [B, H, W] that broadcasts to the inputs "
-            f"{tuple(inputs.shape)}, got {got}."
-        ) from None
-    attr = torch.nan_to_num(attr.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    """``attributions`` broadcast to the inputs ``[B, C, H, W]``, float32, NaN/inf read as 0 (``abs`` if ``absolute``).
+
+    (:mod:`.faithfulness` raises on NaN instead: the two families chose differently; both kept as they were.)
+    """
+    attr = torch.nan_to_num(_broadcast_attributions(attributions, inputs).float(), nan=0.0, posinf=0.0, neginf=0.0)
     return attr.abs() if absolute else attr
 
 
@@ -91,25 +86,15 @@ def _running_means(total: Tensor, size: float, removed_sum: Tensor, removed_coun
     return torch.stack(means, 1) if means else removed_sum.new_zeros(removed_sum.shape)
 
 
-def _fill_values(
-    baseline: Fill, x: Tensor, size: float, removed_sum: Tensor, removed_count: Tensor, over: tuple[int, ...]
-) -> Tensor:
-    """The value each step writes ``[G, K]``; the statistics are taken over the dimensions ``over`` of ``x``."""
+def _fill_values(perturb_baseline: Fill, x: Tensor, size: float, removed_sum: Tensor, removed_count: Tensor) -> Tensor:
+    """The value each step writes ``[G, K]`` float64; the statistics are those of each of the ``G`` rows of ``x``."""
     g, k = removed_sum.shape
-    if isinstance(baseline, str) and baseline.lower() == "mean":
-        return _running_means(x.double().sum(over).reshape(g), size, removed_sum, removed_count)
-    if isinstance(baseline, str):  # replacing by the minimum (maximum) keeps it: the same value at every step
-        stat = x.amin(over) if baseline.lower() == "black" else x.amax(over)
-        return stat.double().reshape(g, 1).expand(g, k)
-    return removed_sum.new_full((g, k), float(baseline), dtype=torch.float64)
-
-
-def _descending_ranks(values: Tensor, descending: bool = True) -> tuple[Tensor, Tensor]:
-    """``(order, ranks)`` along dim 1, ties in index order: ``order[:, r]`` is the entry of rank ``r``."""
-    order = torch.argsort(values, dim=1, descending=descending, stable=True)  # [B,K]
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(values.shape[1], device=values.device).expand_as(order))
-    return order, ranks
+    flat = x.reshape(g, -1).double()  # [G,N] an image (or the whole batch) per row
+    name = perturb_baseline.lower() if isinstance(perturb_baseline, str) else perturb_baseline
+    if name == "mean":
+        return _running_means(flat.sum(1), size, removed_sum, removed_count)
+    # a number, or the minimum (maximum), which replacing keeps: the same value at every step
+    return _baseline_values(flat, name)[:, None].expand(g, k)
 
 
 def _padding(size: int, patch: int) -> tuple[int, int]:
@@ -126,7 +111,7 @@ def _patch_curves(
     patch_size: int,
     descending: bool,
     regions: int | None,
-    baseline: Fill,
+    perturb_baseline: Fill,
     batch_size: int,
     run: Run,
 ) -> tuple[Tensor, Tensor]:
@@ -147,17 +132,17 @@ def _patch_curves(
     def patch_sums(t: Tensor) -> Tensor:  # [B,Hp,Wp] -> [B,nh*nw], raster order of the patches
         return t.reshape(b, nh, patch_size, nw, patch_size).sum((2, 4)).flatten(1)
 
-    order, ranks = _descending_ranks(patch_sums(a_pad), descending)  # [B,K]
+    order, ranks = _stable_ranks(patch_sums(a_pad), descending)  # [B,K]
     k = nh * nw if regions is None else min(regions, nh * nw)
     removed = patch_sums(x_pad.double().sum(1)).gather(1, order)[:, :k]  # [B,k] original values each step replaces
     count = torch.full_like(removed, float(c * patch_size * patch_size))
-    fills = _fill_values(baseline, x_pad, float(c * hp * wp), removed, count, (1, 2, 3))  # [B,k]
+    fills = _fill_values(perturb_baseline, x_pad, float(c * hp * wp), removed, count)  # [B,k]
     patch_of = torch.arange(nh * nw, device=inputs.device).view(nh, 1, nw, 1)
     patch_of = patch_of.expand(nh, patch_size, nw, patch_size).reshape(hp, wp)[top : top + h, left : left + w]
     pixel_ranks = ranks[:, patch_of.flatten()]  # [B,H*W] the rank of each pixel's patch
     fill = fills.gather(1, pixel_ranks.clamp_max(k - 1)).view(b, 1, h, w).to(inputs.dtype)  # [B,1,H,W]
     counts = torch.arange(1, k + 1, device=inputs.device)  # [k] step s replaces the patches ranked < s
-    y = _chunked_target_probs(model, inputs, targets, run, batch_size)
+    y = _chunked_target_outputs(model, inputs, targets, run, batch_size)
     return y, _threshold_curves(model, targets, pixel_ranks, inputs, fill, counts, batch_size, run)
 
 
@@ -178,7 +163,7 @@ def region_perturbation(
     patch_size: int = 8,
     order: Literal["morf", "lerf"] = "morf",
     regions_evaluation: int = 100,
-    baseline: Fill = "black",
+    perturb_baseline: Fill = "black",
     absolute: bool = False,
     batch_size: int = 64,
     run: Run | None = None,
@@ -187,11 +172,11 @@ def region_perturbation(
 
     The input (edge-padded to a multiple of ``patch_size``) is cut into non-overlapping ``patch_size`` squares,
     ranked by the sum of their attributions, most relevant first (``order="morf"``) or least (``"lerf"``). The
-    first ``regions_evaluation`` squares are replaced one after the other, all channels, by ``baseline`` (default
-    the image's minimum, Quantus' ``"black"``); after each, ``y - y_perturbed`` of the target's confidence is read.
-    Equal to Quantus 0.6's ``evaluation_scores`` (one curve per image). Its ``get_auc_score`` is the mean over images
-    of ``np.trapz(curve)``, that is ``(K - 1) * curve_auc(curve)`` for ``K`` points. With MoRF a faithful map makes
-    the curve rise fast (higher is better); with LeRF it should stay low.
+    first ``regions_evaluation`` squares are replaced one after the other, all channels, by ``perturb_baseline``
+    (default the image's minimum, Quantus' ``"black"``); after each, ``y - y_perturbed`` of the target's confidence
+    is read. Equal to Quantus 0.6's ``evaluation_scores`` (one curve per image). Its ``get_auc_score`` is the mean
+    over images of ``np.trapz(curve)``, that is ``(K - 1) * curve_auc(curve)`` for ``K`` points. With MoRF a
+    faithful map makes the curve rise fast (higher is better); with LeRF it should stay low.
 
     Args:
         model: Classifier (any output with a confidence, see :mod:`lightning_saliency.targets`).
@@ -201,8 +186,8 @@ def region_perturbation(
         patch_size: Side of the square patches, in pixels (Quantus: 8).
         order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
         regions_evaluation: How many patches are replaced (at most all of them; Quantus: 100).
-        baseline: ``"black"`` (the image's minimum), ``"white"`` (its maximum), ``"mean"`` (the running mean of the
-            padded, already perturbed image, as Quantus) or a number.
+        perturb_baseline: ``"black"`` (the image's minimum), ``"white"`` (its maximum), ``"mean"`` (the running mean
+            of the padded, already perturbed image, as Quantus) or a number.
         absolute: Rank by ``abs(attributions)`` (Quantus' ``abs``).
         batch_size: Most perturbed images per forward.
         run: Precision and output adapter (default plain fp32).
@@ -221,11 +206,20 @@ def region_perturbation(
     descending = _choice(order, "order", ("morf", "lerf")) == "morf"
     if isinstance(regions_evaluation, bool) or not isinstance(regions_evaluation, int) or regions_evaluation < 1:
         raise ValueError(f"regions_evaluation must be an int >= 1 (patches replaced), got {regions_evaluation!r}.")
-    _check_fill(baseline)
+    _check_fill(perturb_baseline)
     _check_batch_size(batch_size)
     with _scoring(model, inputs):
         y, curves = _patch_curves(
-            model, inputs, target, attr, patch_size, descending, regions_evaluation, baseline, batch_size, run or Run()
+            model,
+            inputs,
+            target,
+            attr,
+            patch_size,
+            descending,
+            regions_evaluation,
+            perturb_baseline,
+            batch_size,
+            run or Run(),
         )
     return y[:, None] - curves
 
@@ -237,17 +231,17 @@ def selectivity(
     attributions: Tensor,
     *,
     patch_size: int = 8,
-    baseline: Fill = "black",
+    perturb_baseline: Fill = "black",
     absolute: bool = False,
     batch_size: int = 64,
     run: Run | None = None,
 ) -> Tensor:
     """Selectivity (Montavon et al. 2018) as Quantus' ``Selectivity``: the confidence as patches are removed.
 
-    The patches of :func:`region_perturbation`, most relevant first, all of them, each replaced by ``baseline``;
-    after each, the target's confidence is read. Equal to Quantus 0.6's ``evaluation_scores`` (one curve per
-    image); its ``get_auc_score`` is ``(K - 1) * curve_auc(curve)`` averaged over images. A faithful map makes the
-    confidence fall fast: a lower area is better.
+    The patches of :func:`region_perturbation`, most relevant first, all of them, each replaced by
+    ``perturb_baseline``; after each, the target's confidence is read. Equal to Quantus 0.6's
+    ``evaluation_scores`` (one curve per image); its ``get_auc_score`` is ``(K - 1) * curve_auc(curve)`` averaged
+    over images. A faithful map makes the confidence fall fast: a lower area is better.
 
     Args:
         model: Classifier (any output with a confidence).
@@ -255,7 +249,7 @@ def selectivity(
         targets: What the attributions explain.
         attributions: ``[B, C, H, W]`` or ``[B, 1, H, W]`` (``[B, H, W]``).
         patch_size: Side of the square patches (Quantus: 8).
-        baseline: ``"black"``, ``"white"``, ``"mean"`` or a number, as in :func:`region_perturbation`.
+        perturb_baseline: ``"black"``, ``"white"``, ``"mean"`` or a number, as in :func:`region_perturbation`.
         absolute: Rank by ``abs(attributions)``.
         batch_size: Most perturbed images per forward.
         run: Precision and output adapter.
@@ -270,11 +264,11 @@ def selectivity(
     """
     target = _check_model_inputs(inputs, targets, model, run)
     attr = _check_patch_args(inputs, attributions, patch_size, absolute)
-    _check_fill(baseline)
+    _check_fill(perturb_baseline)
     _check_batch_size(batch_size)
     with _scoring(model, inputs):
         _, curves = _patch_curves(
-            model, inputs, target, attr, patch_size, True, None, baseline, batch_size, run or Run()
+            model, inputs, target, attr, patch_size, True, None, perturb_baseline, batch_size, run or Run()
         )
     return curves
 
@@ -332,7 +326,7 @@ def irof(
     attributions: Tensor,
     *,
     segments: Tensor | None = None,
-    baseline: Fill = "mean",
+    perturb_baseline: Fill = "mean",
     baseline_over: Literal["batch", "image"] = "batch",
     absolute: bool = False,
     batch_size: int = 64,
@@ -341,7 +335,7 @@ def irof(
     """Iterative Removal of Features (Rieger & Hansen 2020) as Quantus' ``IROF``: area over the removal curve.
 
     Each image is cut into superpixels (``segments``, default :func:`slic_segments`), ranked by their mean
-    attribution, most relevant first. They are replaced one after the other, all channels, by ``baseline``, and
+    attribution, most relevant first. They are replaced one after the other, all channels, by ``perturb_baseline``, and
     after each the target's confidence is read relative to the clean one, ``p_k = y_k / y``. The score is Quantus'
     area over that curve: ``n - trapz(p)`` with ``n`` the image's number of segments (steps past an image's last
     segment count as 0, as in Quantus). Higher is better.
@@ -356,7 +350,7 @@ def irof(
         targets: What the attributions explain.
         attributions: ``[B, C, H, W]`` or ``[B, 1, H, W]`` (``[B, H, W]``).
         segments: ``[B, H, W]`` integer superpixel labels; ``None`` for SLIC (needs scikit-image).
-        baseline: ``"mean"`` (Quantus' default), ``"black"``, ``"white"`` or a number.
+        perturb_baseline: ``"mean"`` (Quantus' default), ``"black"``, ``"white"`` or a number.
         baseline_over: ``"batch"`` (as Quantus) or ``"image"`` (independent of the other images).
         absolute: Rank by ``abs(attributions)``.
         batch_size: Most perturbed images per forward.
@@ -375,7 +369,7 @@ def irof(
     if inputs.ndim != 4:
         raise ValueError(f"inputs must be 2-D images [B, C, H, W] for superpixels, got {tuple(inputs.shape)}.")
     attr = _check_attributions(attributions, inputs, absolute)
-    _check_fill(baseline)
+    _check_fill(perturb_baseline)
     over = _choice(baseline_over, "baseline_over", ("batch", "image"))
     _check_batch_size(batch_size)
     seg = _check_segments(slic_segments(inputs) if segments is None else segments, inputs).flatten(1)  # [B,HW]
@@ -389,22 +383,20 @@ def irof(
     pixels = per_segment(torch.ones_like(seg, dtype=torch.float64))  # [B,K]
     mean_attr = per_segment(attr.double().sum(1).flatten(1)) / (c * pixels).clamp_min(1)
     mean_attr = mean_attr.masked_fill(pixels == 0, -math.inf)  # labels an image lacks rank last
-    order, ranks = _descending_ranks(mean_attr)  # [B,K]
+    order, ranks = _stable_ranks(mean_attr)  # [B,K]
     removed = per_segment(inputs.double().sum(1).flatten(1)).gather(1, order)  # [B,K] by rank
     count = c * pixels.gather(1, order)
     if over == "batch":
-        fills = _fill_values(
-            baseline, inputs, float(inputs.numel()), removed.sum(0, True), count.sum(0, True), (0, 1, 2, 3)
-        )
+        fills = _fill_values(perturb_baseline, inputs, float(inputs.numel()), removed.sum(0, True), count.sum(0, True))
         fills = fills.expand(b, k)
     else:
-        fills = _fill_values(baseline, inputs, float(inputs[0].numel()), removed, count, (1, 2, 3))
+        fills = _fill_values(perturb_baseline, inputs, float(inputs[0].numel()), removed, count)
     pixel_ranks = ranks.gather(1, seg)  # [B,HW]
     fill = fills.gather(1, pixel_ranks).view(b, 1, *inputs.shape[2:]).to(inputs.dtype)
     counts = torch.arange(1, k + 1, device=inputs.device)
     run = run or Run()
     with _scoring(model, inputs):
-        y = _chunked_target_probs(model, inputs, target, run, batch_size)
+        y = _chunked_target_outputs(model, inputs, target, run, batch_size)
         curves = _threshold_curves(model, target, pixel_ranks, inputs, fill, counts, batch_size, run)  # [B,K]
     valid = torch.arange(k, device=inputs.device) < n[:, None]  # [B,K]
     p = (curves.double() / y.double().clamp_min(_TINY)[:, None]) * valid
@@ -419,15 +411,6 @@ def _curve_area(curves: Tensor) -> Tensor:
     return curve_auc(curves) if curves.shape[1] > 1 else curves[:, 0].float()
 
 
-def _pearson_columns(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation of each column of ``a`` and ``b`` ``[B, S]`` over the rows; 0 where undefined."""
-    a = a.double() - a.double().mean(0)
-    b = b.double() - b.double().mean(0)
-    denom = (a.square().sum(0) * b.square().sum(0)).sqrt()  # [S]
-    rho = (a * b).sum(0) / denom.clamp_min(1e-300)
-    return torch.where(denom > 0, rho.clamp(-1.0, 1.0), torch.zeros_like(rho)).float()
-
-
 def sensitivity_n(
     model: nn.Module,
     inputs: Tensor,
@@ -436,7 +419,7 @@ def sensitivity_n(
     *,
     n_max_percentage: float = 0.8,
     features_in_step: int = 1,
-    baseline: Fill = "black",
+    perturb_baseline: Fill = "black",
     absolute: bool = False,
     batch_size: int = 64,
     run: Run | None = None,
@@ -444,7 +427,7 @@ def sensitivity_n(
     """Sensitivity-n (Ancona et al. 2018) as Quantus' ``SensitivityN``: one correlation per step, across the batch.
 
     Every input element (channel, pixel) is ranked by its attribution, most relevant first; step ``s`` replaces
-    the next ``features_in_step`` elements by ``baseline``, cumulatively. For each step, the Pearson correlation
+    the next ``features_in_step`` elements by ``perturb_baseline``, cumulatively. For each step, the Pearson correlation
     over the images of the batch between the confidence drop ``y - y_s`` and the attribution sum of that step's
     elements is returned, for the first ``int(n_max_percentage * H * W // features_in_step)`` steps (Quantus
     counts pixels, not elements, there). Quantus' score is their mean (its ``return_aggregate=True``). A
@@ -461,7 +444,7 @@ def sensitivity_n(
             pixel in position order; Quantus' numpy sort leaves their order unspecified).
         n_max_percentage: Share of the pixels the steps reach (Quantus: 0.8).
         features_in_step: Elements replaced per step (Quantus: 1, one forward per element: costly).
-        baseline: ``"black"`` (each image's minimum), ``"white"``, ``"mean"`` (running) or a number.
+        perturb_baseline: ``"black"`` (each image's minimum), ``"white"``, ``"mean"`` (running) or a number.
         absolute: Rank by ``abs(attributions)``.
         batch_size: Most perturbed inputs per forward.
         run: Precision and output adapter.
@@ -484,7 +467,7 @@ def sensitivity_n(
         raise ValueError(f"n_max_percentage must be a number in (0, 1], got {n_max_percentage!r}.")
     if isinstance(features_in_step, bool) or not isinstance(features_in_step, int) or features_in_step < 1:
         raise ValueError(f"features_in_step must be an int >= 1 (elements per step), got {features_in_step!r}.")
-    _check_fill(baseline)
+    _check_fill(perturb_baseline)
     _check_batch_size(batch_size)
     b, f = attr.shape
     steps = min(int(n_max_percentage * math.prod(inputs.shape[2:]) // features_in_step), f // features_in_step)
@@ -494,18 +477,18 @@ def sensitivity_n(
             f"{math.prod(inputs.shape[2:])} pixels."
         )
     reach = steps * features_in_step
-    order, ranks = _descending_ranks(attr)  # [B,F]
+    order, ranks = _stable_ranks(attr)  # [B,F]
     att_sums = attr.gather(1, order[:, :reach]).view(b, steps, features_in_step).sum(2)  # [B,S]
     removed = inputs.flatten(1).double().gather(1, order[:, :reach]).view(b, steps, features_in_step).sum(2)
     count = torch.full_like(removed, float(features_in_step))
-    fills = _fill_values(baseline, inputs, float(f), removed, count, tuple(range(1, inputs.ndim)))  # [B,S]
+    fills = _fill_values(perturb_baseline, inputs, float(f), removed, count)  # [B,S]
     fill = fills.gather(1, (ranks // features_in_step).clamp_max(steps - 1)).view_as(inputs).to(inputs.dtype)
     counts = torch.arange(1, steps + 1, device=inputs.device) * features_in_step
     run = run or Run()
     with _scoring(model, inputs):
-        y = _chunked_target_probs(model, inputs, target, run, batch_size)
+        y = _chunked_target_outputs(model, inputs, target, run, batch_size)
         curves = _threshold_curves(model, target, ranks, inputs, fill, counts, batch_size, run)  # [B,S]
-    return _pearson_columns(y[:, None] - curves, att_sums)
+    return pearson((y[:, None] - curves).T, att_sums.T)  # [S] over the images of each step
 
 
 def sufficiency(
@@ -566,18 +549,19 @@ def sufficiency(
     run = run or Run()
     with _scoring(model, inputs):
         chunks = run_chunked(
-            lambda lo, hi: _predicted(model, inputs[lo:hi], run), inputs.shape[0], batch_size, what="images"
+            lambda lo, hi: _predicted_classes(model, inputs[lo:hi], run), inputs.shape[0], batch_size, what="images"
         )
     pred = torch.cat(chunks)  # [B]
     same = near & (pred[None] == pred[:, None])
     return (same.sum(1) / near.sum(1).clamp_min(1)).float()
 
 
-def _predicted(model: nn.Module, inputs: Tensor, run: Run) -> Tensor:
+def _predicted_classes(model: nn.Module, inputs: Tensor, run: Run) -> Tensor:
+    """The predicted class ``[N]`` of classifier logits ``[N, K]``; any other output is an error (one forward)."""
     out = run.output(model, inputs)
     if out.ndim != 2:
         raise ValueError(
             f"sufficiency compares predicted classes: the model must return logits [B, num_classes], got an output "
             f"of shape {tuple(out.shape)}."
         )
-    return out.argmax(1)
+    return _predicted(out)[:, 0]

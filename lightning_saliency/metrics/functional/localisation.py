@@ -7,7 +7,7 @@ from torch import Tensor
 
 from lightning_saliency.localisation import box_iou, largest_component, mask_iou, mask_to_box, saliency_to_mask
 from lightning_saliency.metrics.functional._common import _check_maps
-from lightning_saliency.metrics.functional._prepare import _check_flag, _prepared
+from lightning_saliency.metrics.functional._quantus import _check_flag, _prepared
 
 __all__ = [
     "energy_pointing_game",
@@ -205,11 +205,11 @@ def localisation_iou(maps: Tensor, boxes: Tensor | None = None, masks: Tensor | 
 
 
 def _prepared_regions(
-    maps: Tensor, boxes: Tensor | None, masks: Tensor | None, abs: bool, normalise: bool
+    maps: Tensor, boxes: Tensor | None, masks: Tensor | None, absolute: bool, normalise: bool
 ) -> tuple[Tensor, Tensor]:
     """``(values [B, N], regions [B, N] bool)``: the maps after Quantus' preprocessing, and the regions, flattened."""
     maps, regions = _regions(maps, boxes, masks)  # [B,H,W] each
-    return _prepared(maps, abs=abs, normalise=normalise).flatten(1), regions.flatten(1)
+    return _prepared(maps, absolute=absolute, normalise=normalise).flatten(1), regions.flatten(1)
 
 
 def _hits_in_top(values: Tensor, regions: Tensor, k: Tensor) -> Tensor:
@@ -232,7 +232,7 @@ def top_k_intersection(
     *,
     k: int = 1000,
     concept_influence: bool = False,
-    abs: bool = False,
+    absolute: bool = False,
     normalise: bool = True,
 ) -> Tensor:
     """Top-k intersection per image (Theiner et al. 2021), as Quantus' ``TopKIntersection``: higher is better.
@@ -240,7 +240,7 @@ def top_k_intersection(
     The share of the map's ``k`` most relevant pixels that lie in the region; with ``concept_influence`` it is
     divided by the region's share of the image (``* n / |region|``). Ties at the k-th value are broken by raster
     order (Quantus' ``np.argsort`` breaks them arbitrarily). An empty region gives NaN, as in Quantus. Quantus'
-    preprocessing (``normalise``, then ``abs``) cannot change the ranking of a map in [0, 1].
+    preprocessing (``normalise``, then ``absolute``) cannot change the ranking of a map in [0, 1].
 
     Args:
         maps: ``[B, 1, H, W]`` saliency.
@@ -248,7 +248,7 @@ def top_k_intersection(
         masks: ``[B, H, W]`` bool regions, instead of boxes.
         k: Pixels taken, fewer than a map has (Quantus' default 1000, about 2 % of a 224 x 224 image).
         concept_influence: Divide by the region's share of the image.
-        abs: Rank magnitudes (Quantus' default ``False``).
+        absolute: Rank magnitudes (Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (Quantus' default ``True``).
 
     Returns:
@@ -263,7 +263,7 @@ def top_k_intersection(
         tensor([0.5000])
     """
     _check_flag(concept_influence, "concept_influence")
-    values, regions = _prepared_regions(maps, boxes, masks, abs, normalise)
+    values, regions = _prepared_regions(maps, boxes, masks, absolute, normalise)
     n = values.shape[1]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
         raise ValueError(f"k must be an int in [1, {n}) (fewer than the {n} pixels of a map), got {k!r}.")
@@ -279,7 +279,7 @@ def relevance_rank_accuracy(
     boxes: Tensor | None = None,
     masks: Tensor | None = None,
     *,
-    abs: bool = False,
+    absolute: bool = False,
     normalise: bool = True,
 ) -> Tensor:
     """Relevance rank accuracy per image (Arras et al. 2022), as Quantus' ``RelevanceRankAccuracy``: higher is better.
@@ -291,7 +291,7 @@ def relevance_rank_accuracy(
         maps: ``[B, 1, H, W]`` saliency.
         boxes: ``[B, 4]`` ``(x1, y1, x2, y2)`` (see :func:`region_masks`).
         masks: ``[B, H, W]`` bool regions, instead of boxes.
-        abs: Rank magnitudes (Quantus' default ``False``).
+        absolute: Rank magnitudes (Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (Quantus' default ``True``).
 
     Returns:
@@ -302,7 +302,7 @@ def relevance_rank_accuracy(
         >>> relevance_rank_accuracy(maps, boxes=torch.tensor([[0, 2, 4, 4]]))  # the 8 highest fill the box
         tensor([1.])
     """
-    values, regions = _prepared_regions(maps, boxes, masks, abs, normalise)
+    values, regions = _prepared_regions(maps, boxes, masks, absolute, normalise)
     size = regions.sum(1)  # [B]
     return _undefined_where_empty(_hits_in_top(values, regions, size) / size.clamp_min(1).double(), regions)
 
@@ -334,7 +334,7 @@ def localisation_auc(
     boxes: Tensor | None = None,
     masks: Tensor | None = None,
     *,
-    abs: bool = False,
+    absolute: bool = False,
     normalise: bool = True,
 ) -> Tensor:
     """Area under the ROC curve of the map as a detector of the region's pixels (Fawcett 2006), as Quantus' ``AUC``.
@@ -348,7 +348,7 @@ def localisation_auc(
         maps: ``[B, 1, H, W]`` saliency.
         boxes: ``[B, 4]`` ``(x1, y1, x2, y2)`` (see :func:`region_masks`).
         masks: ``[B, H, W]`` bool regions, instead of boxes.
-        abs: Score magnitudes (Quantus' default ``False``).
+        absolute: Score magnitudes (Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (Quantus' default ``True``).
 
     Returns:
@@ -359,11 +359,11 @@ def localisation_auc(
         >>> localisation_auc(maps, masks=torch.tensor([[[False, True], [True, False]]]))  # (1 + 1 + 1 + 0.5) / 4
         tensor([0.8750])
     """
-    values, regions = _prepared_regions(maps, boxes, masks, abs, normalise)
+    values, regions = _prepared_regions(maps, boxes, masks, absolute, normalise)
     return _undefined_where_empty(_roc_auc(values, regions), regions)
 
 
-def focus(attributions: Tensor, quadrants: Tensor, *, abs: bool = False, normalise: bool = True) -> Tensor:
+def focus(attributions: Tensor, quadrants: Tensor, *, absolute: bool = False, normalise: bool = True) -> Tensor:
     """Focus per mosaic (Arias-Duart et al. 2022; Quantus' ``Focus``): relevance on the target class's quadrants.
 
     The share of positive relevance on the quadrants that show the target class, higher is better.
@@ -377,7 +377,7 @@ def focus(attributions: Tensor, quadrants: Tensor, *, abs: bool = False, normali
     Args:
         attributions: ``[B, 1, H, W]`` maps or ``[B, C, H, W]`` attributions of the mosaics (``[B, H, W]`` too).
         quadrants: ``[B, 4]`` 0/1 (or bool): which quadrants show the target class.
-        abs: Take magnitudes first (Quantus' default ``False``).
+        absolute: Take magnitudes first (Quantus' default ``False``).
         normalise: Divide each map by its largest magnitude first (Quantus' default ``True``).
 
     Returns:
@@ -396,7 +396,9 @@ def focus(attributions: Tensor, quadrants: Tensor, *, abs: bool = False, normali
     if not isinstance(attributions, Tensor) or attributions.ndim not in (3, 4):
         got = tuple(attributions.shape) if isinstance(attributions, Tensor) else type(attributions).__name__
         raise ValueError(f"attributions must be a Tensor [B, 1, H, W] or [B, C, H, W] of mosaics, got {got}.")
-    a = _prepared(attributions if attributions.ndim == 4 else attributions[:, None], abs=abs, normalise=normalise)
+    a = _prepared(
+        attributions if attributions.ndim == 4 else attributions[:, None], absolute=absolute, normalise=normalise
+    )
     b, _, h, w = a.shape
     bad = not isinstance(quadrants, Tensor) or tuple(quadrants.shape) != (b, 4)
     if not bad and not bool(((quadrants == 0) | (quadrants == 1)).all()):

@@ -19,10 +19,10 @@ from lightning_saliency.metrics.functional._common import (
     _check_batch_size,
     _check_maps,
     _check_model_inputs,
-    _chunked_target_probs,
+    _chunked_target_outputs,
     _pixel_ranks,
     _scoring,
-    _target_probs,
+    _target_outputs,
 )
 from lightning_saliency.targets import Target, TargetLike
 
@@ -89,7 +89,7 @@ def _threshold_curves(
         img, step = idx // n, idx % n
         changed = (ranks[img] < counts[step][:, None]).view(hi - lo, -1, *spatial)  # [P,1 or C,H,W]
         x = torch.where(changed, finish[img], start[img])  # [P,C,H,W]
-        probs[lo:hi] = _target_probs(model, x, targets[img], run)
+        probs[lo:hi] = _target_outputs(model, x, targets[img], run)
 
     # On out-of-memory a chunk is retried at half the size (results written by index: a retry overwrites).
     run_chunked(chunk, b * n, batch_size, what="perturbed images")
@@ -245,8 +245,8 @@ def _confidences(
     _check_batch_size(batch_size)
     run = run or Run()
     with _scoring(model, inputs):
-        y = _chunked_target_probs(model, inputs, targets, run, batch_size)
-        o = _chunked_target_probs(model, inputs * maps.to(inputs.dtype), targets, run, batch_size)
+        y = _chunked_target_outputs(model, inputs, targets, run, batch_size)
+        o = _chunked_target_outputs(model, inputs * maps.to(inputs.dtype), targets, run, batch_size)
     return y, o
 
 

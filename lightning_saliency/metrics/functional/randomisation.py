@@ -21,7 +21,8 @@ from lightning_saliency._chunking import run_chunked
 from lightning_saliency._runtime import Run, gradients_enabled, preserved_rng
 from lightning_saliency.methods.registry import get_method
 from lightning_saliency.metrics.functional._common import _check_batch_size, _check_model_inputs, _scoring
-from lightning_saliency.metrics.functional._perturbed import Explainer, Phi, _explainer, _normalised
+from lightning_saliency.metrics.functional._perturbed import Phi, _explainer
+from lightning_saliency.metrics.functional._quantus import Explainer, _normalised
 from lightning_saliency.metrics.functional.correlation import spearman
 from lightning_saliency.metrics.functional.sanity import _seed
 from lightning_saliency.targets import ClassTarget, Target, TargetLike, UndefinedForTarget

@@ -23,7 +23,7 @@ from lightning_saliency.metrics.functional._common import (
     _check_maps,
     _check_model_inputs,
     _scoring,
-    _target_probs,
+    _target_outputs,
 )
 from lightning_saliency.targets import TargetLike
 
@@ -225,7 +225,7 @@ def road_curves(
 
         def chunk(lo: int, hi: int) -> None:  # written by index: an out-of-memory retry overwrites
             filled = noisy_linear_imputation(inputs[img[lo:hi]], masks[lo:hi], noise=noise, seed=seed, tol=tol)
-            probs[lo:hi] = _target_probs(model, filled, targets[img[lo:hi]], run)
+            probs[lo:hi] = _target_outputs(model, filled, targets[img[lo:hi]], run)
 
         run_chunked(chunk, 2 * b * n, batch_size, what="imputed images")  # on out-of-memory: half the chunk
     morf, lerf = probs.view(2, b, n)

@@ -12,9 +12,13 @@ from torch import Tensor, nn
 
 from lightning_saliency._checks import an_int, check_inputs, int_at_least
 from lightning_saliency._runtime import Run
-from lightning_saliency.metrics.functional._common import _check_batch_size, _check_model_inputs, _scoring
+from lightning_saliency.metrics.functional._common import (
+    _check_batch_size,
+    _check_model_inputs,
+    _chunked_target_outputs,
+    _scoring,
+)
 from lightning_saliency.metrics.functional._perturbed import (
-    Explainer,
     _check_bounds,
     _Options,
     _perturbed_table,
@@ -22,7 +26,8 @@ from lightning_saliency.metrics.functional._perturbed import (
     _shifted,
     _uniform_perturbations,
 )
-from lightning_saliency.targets import Target, TargetLike
+from lightning_saliency.metrics.functional._quantus import Explainer
+from lightning_saliency.targets import TargetLike
 
 __all__ = [
     "Explainer",
@@ -59,17 +64,6 @@ def sensitivity_perturbations(shape: tuple[int, ...], n_perturb_samples: int, ra
     """
     generator = torch.Generator().manual_seed(seed)
     return (torch.rand((n_perturb_samples, *shape), generator=generator) * 2 - 1) * radius
-
-
-def _target_scores(model: nn.Module, inputs: Tensor, targets: Target, run: Run, batch_size: int) -> Tensor:
-    """Each input's target score ``[N]`` (for a class: its logit), ``batch_size`` inputs per forward."""
-    out = []
-    for i in range(0, inputs.shape[0], batch_size):
-        logits = run.output(model, inputs[i : i + batch_size])
-        target = targets[i : i + batch_size]
-        target.check(logits)
-        out.append(target.score(logits))
-    return torch.cat(out)
 
 
 def infidelity(
@@ -136,10 +130,10 @@ def infidelity(
     b, n = inputs.shape[0], n_perturb_samples
     noise = infidelity_perturbations(tuple(inputs.shape[1:]), n, noise_std, seed).to(inputs.device)  # [n,C,H,W]
     with _scoring(model, inputs):
-        f_x = _target_scores(model, inputs, targets, run, batch_size)  # [B]
+        f_x = _chunked_target_outputs(model, inputs, targets, run, batch_size, softmax=False)  # [B]
         perturbed = (inputs[:, None].float() - noise[None]).flatten(0, 1).to(inputs.dtype)  # [B*n,C,H,W] b-major
         repeated = targets[torch.arange(b * n, device=inputs.device) // n]  # [B*n] b-major, as the images
-        f_p = _target_scores(model, perturbed, repeated, run, batch_size).view(b, n)
+        f_p = _chunked_target_outputs(model, perturbed, repeated, run, batch_size, softmax=False).view(b, n)
     dot = (attr[:, None] * noise[None]).flatten(2).sum(2)  # [B,n] I . Phi
     diff = f_x[:, None] - f_p  # [B,n]
     if normalize:

@@ -26,7 +26,6 @@ from lightning_saliency._checks import an_int, check_inputs, int_at_least
 from lightning_saliency._runtime import Run
 from lightning_saliency.metrics.functional._common import _check_batch_size, _scoring
 from lightning_saliency.metrics.functional._perturbed import (
-    Explainer,
     _check_bounds,
     _Options,
     _perturbed_table,
@@ -34,6 +33,7 @@ from lightning_saliency.metrics.functional._perturbed import (
     _shifted,
     _uniform_perturbations,
 )
+from lightning_saliency.metrics.functional._quantus import Explainer
 from lightning_saliency.metrics.functional.robustness import infidelity_perturbations
 from lightning_saliency.targets import TargetLike
 
