@@ -20,6 +20,19 @@ NUM_CLASSES = 5
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _global_torch_flags():
+    """Put back what ``Trainer(deterministic=True)`` switches on for the process and Lightning leaves on.
+
+    ``torch.use_deterministic_algorithms(True)`` outlives the Trainer, and later tests that run captum's DeepLift
+    (``max_unpool2d`` has no deterministic kernel) would fail depending on which tests ran before.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
 class TinyCNN(nn.Module):
     """``[B, C, H, W] -> [B, num_classes]``; ``features`` is the conv trunk (``"auto"`` picks it), 4x downsampling."""
 
