@@ -457,31 +457,19 @@ def _faithfulness_correlation(ctx: ScoreContext) -> dict[str, Tensor]:
     return {"faithfulness_correlation": value}
 
 
-def _faithfulness_estimate(ctx: ScoreContext) -> dict[str, Tensor]:
-    model, inputs, targets = _model_context(ctx)
-    step = _features_in_step(inputs, ctx.steps)
-    value = faithfulness_estimate(
-        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
-    )
-    return {"faithfulness_estimate": value}
+def _stepped(name: str, function: Callable[..., Tensor]) -> Compute:
+    """A score's compute that passes ``features_in_step`` from the monitor's curve steps (the rest: defaults)."""
 
+    def compute(ctx: ScoreContext) -> dict[str, Tensor]:
+        model, inputs, targets = _model_context(ctx)
+        step = _features_in_step(inputs, ctx.steps)
+        return {
+            name: function(
+                model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
+            )
+        }
 
-def _monotonicity(ctx: ScoreContext) -> dict[str, Tensor]:
-    model, inputs, targets = _model_context(ctx)
-    step = _features_in_step(inputs, ctx.steps)
-    value = monotonicity(
-        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
-    )
-    return {"monotonicity": value}
-
-
-def _monotonicity_correlation(ctx: ScoreContext) -> dict[str, Tensor]:
-    model, inputs, targets = _model_context(ctx)
-    step = _features_in_step(inputs, ctx.steps)
-    value = monotonicity_correlation(
-        model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
-    )
-    return {"monotonicity_correlation": value}
+    return compute
 
 
 def _pixel_flipping(ctx: ScoreContext) -> dict[str, Tensor]:
@@ -490,7 +478,7 @@ def _pixel_flipping(ctx: ScoreContext) -> dict[str, Tensor]:
     curves = pixel_flipping_curve(
         model, inputs, targets, ctx.maps, features_in_step=step, batch_size=ctx.batch_size, run=ctx.run
     )  # [B,n]
-    return {"pixel_flipping": curve_auc(curves) if curves.shape[1] > 1 else curves[:, 0]}
+    return {"pixel_flipping": _curve_area(curves)}
 
 
 def _reexplaining(name: str, function: Callable[..., Tensor], **options: object) -> Compute:
@@ -767,7 +755,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             "Faithfulness Estimate (Alvarez-Melis 2018): Pearson of map sums vs logit drops, feature groups by rank.",
             True,
             faithfulness_estimate,
-            _faithfulness_estimate,
+            _stepped("faithfulness_estimate", faithfulness_estimate),
             default=False,
             forwards=lambda steps: steps + 1,
         ),
@@ -775,7 +763,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             "Monotonicity (Arya 2019): the probability never falls as features are inserted, least relevant first.",
             True,
             monotonicity,
-            _monotonicity,
+            _stepped("monotonicity", monotonicity),
             needs=_PROBABILITY,
             default=False,
             forwards=lambda steps: steps,
@@ -784,7 +772,7 @@ SCORES: Mapping[str, ScoreInfo] = MappingProxyType(
             "Monotonicity Correlation (Nguyen 2020): Spearman of map sums vs output variance, 100 uniform draws.",
             True,
             monotonicity_correlation,
-            _monotonicity_correlation,
+            _stepped("monotonicity_correlation", monotonicity_correlation),
             needs=_PROBABILITY,
             **_COSTLY,  # type: ignore[arg-type]
         ),
